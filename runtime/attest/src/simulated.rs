@@ -1,0 +1,2 @@
+//! simulated
+pub const DEV_ARK_SHA256: &str = "";
