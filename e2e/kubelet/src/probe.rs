@@ -1,0 +1,214 @@
+//! Container probes (httpGet, tcpSocket, exec) with the kubelet's timing and thresholds. A probe
+//! task reports only changes of its outcome, after successThreshold / failureThreshold.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{ContainerPort, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+impl ProbeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Liveness => "Liveness",
+        }
+    }
+}
+
+/// A change of a probe's outcome. `generation` identifies the container run it belongs to.
+#[derive(Clone, Debug)]
+pub struct ProbeEvent {
+    pub container: usize,
+    pub generation: u64,
+    pub kind: ProbeKind,
+    pub success: bool,
+    pub message: String,
+}
+
+/// Where a probe runs.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub pod_ip: Ipv4Addr,
+    pub ports: Vec<ContainerPort>,
+    /// The container's main process, whose namespaces an exec probe enters.
+    pub pid: u32,
+    pub env: Vec<(String, String)>,
+}
+
+fn port(p: &IntOrString, ports: &[ContainerPort]) -> anyhow::Result<u16> {
+    match p {
+        IntOrString::Int(n) => u16::try_from(*n).with_context(|| format!("port {n} out of range")),
+        IntOrString::String(name) => ports
+            .iter()
+            .find(|cp| cp.name.as_deref() == Some(name))
+            .and_then(|cp| u16::try_from(cp.container_port).ok())
+            .with_context(|| format!("no container port named {name:?}")),
+    }
+}
+
+/// One probe attempt: Ok(()) on success, Err(reason) on failure.
+pub async fn attempt(probe: &Probe, t: &Target) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    let fut = async {
+        if let Some(h) = &probe.http_get {
+            let scheme = h.scheme.as_deref().unwrap_or("HTTP");
+            if !scheme.eq_ignore_ascii_case("HTTP") {
+                bail!("httpGet scheme {scheme} is not supported by the process kubelet");
+            }
+            let port = port(&h.port, &t.ports)?;
+            let path = h.path.as_deref().unwrap_or("/");
+            http_get(
+                t.pod_ip,
+                port,
+                path,
+                h.http_headers
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+            )
+            .await
+        } else if let Some(s) = &probe.tcp_socket {
+            let port = port(&s.port, &t.ports)?;
+            TcpStream::connect((t.pod_ip, port))
+                .await
+                .with_context(|| format!("dial tcp {}:{port}", t.pod_ip))?;
+            Ok(())
+        } else if let Some(e) = &probe.exec {
+            let cmd = e.command.as_deref().unwrap_or_default();
+            if cmd.is_empty() {
+                bail!("exec probe without a command");
+            }
+            let out = tokio::process::Command::new("nsenter")
+                .args(["--target", &t.pid.to_string(), "--net", "--mount", "--"])
+                .args(cmd)
+                .env_clear()
+                .envs(t.env.iter().map(|(k, v)| (k, v)))
+                .kill_on_drop(true)
+                .output()
+                .await
+                .context("running the exec probe")?;
+            if !out.status.success() {
+                bail!(
+                    "command {cmd:?} exited with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout).trim()
+                );
+            }
+            Ok(())
+        } else {
+            bail!("this probe type is not supported by the process kubelet")
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => bail!("probe timed out after {timeout:?}"),
+    }
+}
+
+async fn http_get<'a>(
+    ip: Ipv4Addr,
+    port: u16,
+    path: &str,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<()> {
+    let url = format!("http://{ip}:{port}{path}");
+    let mut s = TcpStream::connect((ip, port))
+        .await
+        .with_context(|| format!("Get {url:?}: dial"))?;
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = vec![0u8; 256];
+    let mut n = 0;
+    while n < 12 {
+        let r = s.read(&mut buf[n..]).await?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("Get {url:?}: malformed response {head:?}"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        bail!("HTTP probe failed with statuscode: {code}")
+    }
+}
+
+/// Runs `probe` until the task is aborted, sending outcome changes to `tx`.
+pub async fn run(
+    kind: ProbeKind,
+    probe: Probe,
+    target: Target,
+    container: usize,
+    generation: u64,
+    tx: mpsc::Sender<ProbeEvent>,
+) {
+    let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+    let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
+    let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
+    tokio::time::sleep(Duration::from_secs(
+        probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+    ))
+    .await;
+    // Readiness and startup start as failing, liveness as passing (like the kubelet).
+    let mut state = kind == ProbeKind::Liveness;
+    let (mut successes, mut failures) = (0, 0);
+    loop {
+        let result = attempt(&probe, &target).await;
+        let (ok, message) = match result {
+            Ok(()) => {
+                successes += 1;
+                failures = 0;
+                (successes >= success_threshold, String::new())
+            }
+            Err(e) => {
+                failures += 1;
+                successes = 0;
+                (!(failures >= failure_threshold), format!("{e:#}"))
+            }
+        };
+        let changed = ok != state;
+        let failing_again = !ok && !message.is_empty() && failures >= failure_threshold;
+        if changed || (failing_again && kind != ProbeKind::Readiness) {
+            state = ok;
+            let ev = ProbeEvent {
+                container,
+                generation,
+                kind,
+                success: ok,
+                message: message.clone(),
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        if kind == ProbeKind::Startup && ok {
+            return; // a startup probe stops once it has succeeded
+        }
+        tokio::time::sleep(period).await;
+    }
+}
