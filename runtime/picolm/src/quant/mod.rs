@@ -1,0 +1,402 @@
+//! Quantized tensor formats: the ggml type table, block layouts, scalar reference
+//! dequantizers, activation quantizers and fused dequant-dot kernels.
+//!
+//! Semantics follow llama.cpp's CPU backend exactly, so that picolm's logits track
+//! llama.cpp's on the same file: weights stay in their GGUF encoding, activations are
+//! quantized to the weight type's [`GgmlType::vec_dot_type`] the way llama.cpp does, and each
+//! dot product sums integer products inside a block before applying the block's scales.
+//!
+//! Every format has a scalar reference ([`scalar`], always compiled). On x86_64, AVX2 and
+//! AVX-512 kernels are selected once at run time from the CPU's features ([`isa`]); they differ
+//! from the scalar path only in the order of f32 additions across blocks.
+//!
+//! This module owns no I/O and knows nothing about tensors or models: callers (the GGUF reader,
+//! the forward pass) pass rows as byte slices and validate shapes with [`GgmlType::row_bytes`].
+
+mod blocks;
+mod scalar;
+mod types;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use blocks::{
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut,
+};
+use std::sync::LazyLock;
+pub use types::GgmlType;
+use types::TYPE_COUNT;
+
+/// Errors of the quantization API: every one names the type and the sizes involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    #[error(
+        "tensor type {ty} is not supported by picolm (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)"
+    )]
+    Unsupported { ty: GgmlType },
+    #[error("{ty} cannot hold activations (expected F32, F16, BF16, Q8_0, Q8_1 or Q8_K)")]
+    NotActivationType { ty: GgmlType },
+    #[error("{ty}: {n} elements is not a multiple of the block length {block_len}")]
+    NotBlockMultiple {
+        ty: GgmlType,
+        n: usize,
+        block_len: usize,
+    },
+    #[error("{ty}: {n} elements overflow the addressable size")]
+    Overflow { ty: GgmlType, n: usize },
+    #[error("{ty}: {what} has {found} bytes, expected {expected} for {n} elements")]
+    Length {
+        ty: GgmlType,
+        what: &'static str,
+        n: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{what}: lengths differ ({left} vs {right})")]
+    LengthMismatch {
+        what: &'static str,
+        left: usize,
+        right: usize,
+    },
+}
+
+/// Bytes of an `n`-element row of `ty`, or the reason there is no such row.
+fn checked_row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
+    if n % ty.block_len() != 0 {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            n,
+            block_len: ty.block_len(),
+        });
+    }
+    ty.row_bytes(n).ok_or(QuantError::Overflow { ty, n })
+}
+
+fn check_len(
+    ty: GgmlType,
+    what: &'static str,
+    n: usize,
+    found: usize,
+) -> Result<usize, QuantError> {
+    let expected = checked_row_bytes(ty, n)?;
+    if found != expected {
+        return Err(QuantError::Length {
+            ty,
+            what,
+            n,
+            expected,
+            found,
+        });
+    }
+    Ok(expected)
+}
+
+/// Scalar reference dequantization of `dst.len()` elements from `src`, which must hold exactly
+/// that many elements of `ty`.
+///
+/// Besides the [supported](GgmlType::is_supported) types this also decodes Q8_1, Q8_K (the
+/// activation formats) and Q2_K, Q3_K (so tools can look inside such files); outputs are
+/// bit-identical to llama.cpp's `dequantize_row_*`.
+pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    use GgmlType::*;
+    let n = dst.len();
+    if !(ty.is_supported() || matches!(ty, Q8_1 | Q8_K | Q2_K | Q3_K)) {
+        return Err(QuantError::Unsupported { ty });
+    }
+    check_len(ty, "source", n, src.len())?;
+    let nb = n / ty.block_len();
+    match ty {
+        F32 => scalar::dequant_f32(src, dst),
+        F16 => scalar::dequant_f16(src, dst),
+        BF16 => scalar::dequant_bf16(src, dst),
+        Q4_0 => scalar::dequant_q4_0(as_blocks::<BlockQ4_0>(src, nb), dst),
+        Q4_1 => scalar::dequant_q4_1(as_blocks::<BlockQ4_1>(src, nb), dst),
+        Q5_0 => scalar::dequant_q5_0(as_blocks::<BlockQ5_0>(src, nb), dst),
+        Q5_1 => scalar::dequant_q5_1(as_blocks::<BlockQ5_1>(src, nb), dst),
+        Q8_0 => scalar::dequant_q8_0(as_blocks::<BlockQ8_0>(src, nb), dst),
+        Q8_1 => scalar::dequant_q8_1(as_blocks::<BlockQ8_1>(src, nb), dst),
+        Q8_K => scalar::dequant_q8_k(as_blocks::<BlockQ8K>(src, nb), dst),
+        Q2_K => scalar::dequant_q2_k(as_blocks::<BlockQ2K>(src, nb), dst),
+        Q3_K => scalar::dequant_q3_k(as_blocks::<BlockQ3K>(src, nb), dst),
+        Q4_K => scalar::dequant_q4_k(as_blocks::<BlockQ4K>(src, nb), dst),
+        Q5_K => scalar::dequant_q5_k(as_blocks::<BlockQ5K>(src, nb), dst),
+        Q6_K => scalar::dequant_q6_k(as_blocks::<BlockQ6K>(src, nb), dst),
+        _ => return Err(QuantError::Unsupported { ty }),
+    }
+    Ok(())
+}
+
+/// Quantizes an f32 activation row into `vdt` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) exactly as
+/// llama.cpp's x86 CPU backend does; `dst.len()` must equal `vdt.row_bytes(x.len())`.
+pub fn quantize_activation(vdt: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    use GgmlType::*;
+    if !matches!(vdt, F32 | F16 | BF16 | Q8_0 | Q8_1 | Q8_K) {
+        return Err(QuantError::NotActivationType { ty: vdt });
+    }
+    let n = x.len();
+    check_len(vdt, "destination", n, dst.len())?;
+    let nb = n / vdt.block_len();
+    match vdt {
+        F32 => scalar::quantize_f32(x, dst),
+        F16 => scalar::quantize_f16(x, dst),
+        BF16 => scalar::quantize_bf16(x, dst),
+        Q8_0 => scalar::quantize_q8_0(x, as_blocks_mut::<BlockQ8_0>(dst, nb)),
+        Q8_1 => scalar::quantize_q8_1(x, as_blocks_mut::<BlockQ8_1>(dst, nb)),
+        _ => scalar::quantize_q8_k(x, as_blocks_mut::<BlockQ8K>(dst, nb)),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel dispatch
+// ---------------------------------------------------------------------------------------------
+
+/// An instruction set picolm has kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 F/BW/VL/VNNI on top of [`Isa::Avx2`].
+    Avx512,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// `fn(n, weight row, activation row) -> dot`. Rows are at least `row_bytes(n)` long.
+pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// One ISA's kernels. Tables for SIMD ISAs are only ever handed out by [`kernels`] after the
+/// CPU features they need have been detected, which is what makes their safe function
+/// pointers sound to call.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    pub(crate) isa: Isa,
+    /// Indexed by type id; `None` for types without a kernel.
+    pub(crate) dot: [Option<DotFn>; TYPE_COUNT],
+    pub(crate) dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub(crate) dot_f16_f32: fn(&[half::f16], &[f32]) -> f32,
+    pub(crate) axpy_f16: fn(&mut [f32], f32, &[half::f16]),
+}
+
+/// Builds a [`DotFn`] from a block kernel: views both rows as blocks and calls `$f`.
+macro_rules! block_dot {
+    ($wb:ty, $ab:ty, $len:expr, $f:expr) => {{
+        fn dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            debug_assert_eq!(n % $len, 0);
+            let nb = n / $len;
+            $f(as_blocks::<$wb>(w, nb), as_blocks::<$ab>(a, nb))
+        }
+        Some(dot as DotFn)
+    }};
+}
+
+static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
+    use GgmlType::*;
+    let mut dot: [Option<DotFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    dot[Q4_0 as usize] = block_dot!(BlockQ4_0, BlockQ8_0, 32, scalar::dot_q4_0);
+    dot[Q4_1 as usize] = block_dot!(BlockQ4_1, BlockQ8_1, 32, scalar::dot_q4_1);
+    dot[Q5_0 as usize] = block_dot!(BlockQ5_0, BlockQ8_0, 32, scalar::dot_q5_0);
+    dot[Q5_1 as usize] = block_dot!(BlockQ5_1, BlockQ8_1, 32, scalar::dot_q5_1);
+    dot[Q8_0 as usize] = block_dot!(BlockQ8_0, BlockQ8_0, 32, scalar::dot_q8_0);
+    dot[Q4_K as usize] = block_dot!(BlockQ4K, BlockQ8K, 256, scalar::dot_q4_k);
+    dot[Q5_K as usize] = block_dot!(BlockQ5K, BlockQ8K, 256, scalar::dot_q5_k);
+    dot[Q6_K as usize] = block_dot!(BlockQ6K, BlockQ8K, 256, scalar::dot_q6_k);
+    dot[F16 as usize] = Some(scalar::dot_f16 as DotFn);
+    dot[BF16 as usize] = Some(scalar::dot_bf16 as DotFn);
+    dot[F32 as usize] = Some(scalar::dot_f32_bytes as DotFn);
+    Kernels {
+        isa: Isa::Scalar,
+        dot,
+        dot_f32: scalar::dot_f32,
+        dot_f16_f32: scalar::dot_f16_f32,
+        axpy_f16: scalar::axpy_f16,
+    }
+});
+
+/// The kernel table for `isa`, or `None` if this CPU cannot run it.
+fn kernels(isa: Isa) -> Option<&'static Kernels> {
+    match isa {
+        Isa::Scalar => Some(&SCALAR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => x86::kernels(isa),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// The kernels every public entry point uses, chosen once: the best ISA the CPU supports,
+/// lowered (never raised) by `PICOLM_ISA=scalar|avx2|avx512`.
+static ACTIVE: LazyLock<&'static Kernels> = LazyLock::new(|| {
+    let best = available_isas().into_iter().max().unwrap_or(Isa::Scalar);
+    let chosen = match std::env::var("PICOLM_ISA") {
+        Ok(v) => match parse_isa(&v) {
+            Some(wanted) => wanted.min(best),
+            None => {
+                tracing::warn!(value = %v, "PICOLM_ISA is not one of scalar, avx2, avx512; ignored");
+                best
+            }
+        },
+        Err(_) => best,
+    };
+    tracing::debug!(isa = chosen.name(), "picolm kernels selected");
+    kernels(chosen).unwrap_or(&SCALAR)
+});
+
+fn parse_isa(s: &str) -> Option<Isa> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "scalar" => Some(Isa::Scalar),
+        "avx2" => Some(Isa::Avx2),
+        "avx512" => Some(Isa::Avx512),
+        _ => None,
+    }
+}
+
+/// The ISA the kernels run with (detected once; see [`ACTIVE`] for the `PICOLM_ISA` override).
+pub fn isa() -> Isa {
+    ACTIVE.isa
+}
+
+/// Every ISA this CPU can run, in increasing order; always starts with [`Isa::Scalar`].
+pub fn available_isas() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&i| kernels(i).is_some())
+        .collect()
+}
+
+/// Fused dequant-dot of one weight row (`n` elements of `ty`) with an activation row already
+/// quantized to `ty.vec_dot_type()` by [`quantize_activation`].
+///
+/// This is the hot path: shapes are the caller's contract, checked once at load time
+/// ([`check_vec_dot`] does it for one row).
+///
+/// # Panics
+/// If `ty` has no kernel (`!ty.is_supported()`) or a row is shorter than `ty.row_bytes(n)` /
+/// `ty.vec_dot_type().row_bytes(n)`: both are caller bugs, and the bounds check keeps them from
+/// reading out of bounds. With debug assertions, also if `n` is not a whole number of blocks.
+#[inline]
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
+    match ACTIVE.dot[ty as usize] {
+        Some(f) => f(n, w, act),
+        None => panic!("picolm::quant::vec_dot called with unsupported type {ty}"),
+    }
+}
+
+/// [`vec_dot`] on a given ISA's kernels; `None` if this CPU cannot run `isa`. Same contract.
+pub fn vec_dot_isa(isa: Isa, ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Option<f32> {
+    let k = kernels(isa)?;
+    match k.dot[ty as usize] {
+        Some(f) => Some(f(n, w, act)),
+        None => panic!("picolm::quant::vec_dot_isa called with unsupported type {ty}"),
+    }
+}
+
+/// Checks that `w` and `act` are rows `vec_dot(ty, n, w, act)` accepts.
+pub fn check_vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Result<(), QuantError> {
+    if !ty.is_supported() {
+        return Err(QuantError::Unsupported { ty });
+    }
+    check_len(ty, "weight row", n, w.len())?;
+    check_len(ty.vec_dot_type(), "activation row", n, act.len())?;
+    Ok(())
+}
+
+/// [`vec_dot`] with the checks of [`check_vec_dot`]: for callers off the hot path.
+pub fn try_vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Result<f32, QuantError> {
+    check_vec_dot(ty, n, w, act)?;
+    Ok(vec_dot(ty, n, w, act))
+}
+
+/// Dot product of two f32 slices of equal length (attention scores against f32 rows).
+///
+/// # Panics
+/// With debug assertions, if the lengths differ; otherwise the shorter length is used.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    (ACTIVE.dot_f32)(a, b)
+}
+
+/// Dot product of an f16 row (the KV cache) with an f32 row, accumulated in f32.
+///
+/// # Panics
+/// With debug assertions, if the lengths differ; otherwise the shorter length is used.
+#[inline]
+pub fn dot_f16_f32(a: &[half::f16], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    (ACTIVE.dot_f16_f32)(a, b)
+}
+
+/// `acc += alpha * x` with `x` an f16 row (attention-weighted sum of V); fused multiply-add on
+/// every path, so all ISAs give identical results.
+///
+/// # Panics
+/// With debug assertions, if the lengths differ; otherwise the shorter length is used.
+#[inline]
+pub fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[half::f16]) {
+    debug_assert_eq!(acc.len(), x.len());
+    (ACTIVE.axpy_f16)(acc, alpha, x)
+}
+
+/// [`dot_f32`] on a given ISA; `None` if this CPU cannot run it.
+pub fn dot_f32_isa(isa: Isa, a: &[f32], b: &[f32]) -> Option<f32> {
+    Some((kernels(isa)?.dot_f32)(a, b))
+}
+
+/// [`dot_f16_f32`] on a given ISA; `None` if this CPU cannot run it.
+pub fn dot_f16_f32_isa(isa: Isa, a: &[half::f16], b: &[f32]) -> Option<f32> {
+    Some((kernels(isa)?.dot_f16_f32)(a, b))
+}
+
+/// [`axpy_f16`] on a given ISA; returns `None` (and leaves `acc` alone) if this CPU cannot run it.
+pub fn axpy_f16_isa(isa: Isa, acc: &mut [f32], alpha: f32, x: &[half::f16]) -> Option<()> {
+    (kernels(isa)?.axpy_f16)(acc, alpha, x);
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_table_round_trips_and_sizes() {
+        for t in GgmlType::ALL {
+            assert_eq!(GgmlType::from_u32(t.id()), Some(t));
+            assert!(t.block_bytes() > 0 && t.block_len() > 0, "{t}");
+        }
+        for id in [4, 5, 31, 32, 33, 36, 37, 38, 43, u32::MAX] {
+            assert_eq!(GgmlType::from_u32(id), None, "id {id}");
+        }
+        assert_eq!(GgmlType::Q4_K.row_bytes(512), Some(288));
+        assert_eq!(GgmlType::Q4_K.row_bytes(896), None);
+        assert_eq!(GgmlType::Q8_0.row_bytes(896), Some(28 * 34));
+        assert_eq!(GgmlType::F32.row_bytes(usize::MAX), None);
+        assert_eq!(GgmlType::Q6_K.name(), "Q6_K");
+    }
+
+    #[test]
+    fn isa_names_parse() {
+        for i in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(parse_isa(i.name()), Some(i));
+        }
+        assert_eq!(parse_isa(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(parse_isa("neon"), None);
+    }
+
+    #[test]
+    fn available_isas_include_active() {
+        let all = available_isas();
+        assert_eq!(all[0], Isa::Scalar);
+        assert!(all.contains(&isa()));
+    }
+}

@@ -1,0 +1,475 @@
+//! AVX2 + FMA + F16C kernels, modelled on llama.cpp's `ggml-cpu/arch/x86/quants.c`.
+//!
+//! Integer products are formed with `vpmaddubsw` (unsigned × signed bytes → i16 pairs) and
+//! widened with `vpmaddwd`; no intermediate can saturate for the value ranges the formats and
+//! [`quantize_activation`](crate::quant::quantize_activation) produce (|activation| ≤ 127),
+//! so the integer part of every block is exact and only the f32 accumulation order differs
+//! from the scalar reference.
+//!
+//! Every function here is `#[target_feature(enable = "avx2,fma,f16c")]` and must only be
+//! called once those features have been detected (see `super::kernels`).
+#![allow(unsafe_code)]
+
+use super::super::blocks::{
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    BlockQ8K, k4_scales_mins,
+};
+use half::f16;
+use std::arch::x86_64::*;
+
+// ---------------------------------------------------------------------------------------------
+// Loads and small helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Loads the first 32 bytes of `s` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load256<T: Copy>(s: &[T]) -> __m256i {
+    let s = &s[..32 / size_of::<T>()];
+    // SAFETY: `s` spans exactly 32 bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Loads the first 16 bytes of `s` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load128<T: Copy>(s: &[T]) -> __m128i {
+    let s = &s[..16 / size_of::<T>()];
+    // SAFETY: `s` spans exactly 16 bytes; `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+}
+
+/// Loads 8 f32 from the first 8 elements of `s` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_ps(s: &[f32]) -> __m256 {
+    let s = &s[..8];
+    // SAFETY: `s` holds 8 f32; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// Loads 8 little-endian f32 from the first 32 bytes of `s` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_ps_bytes(s: &[u8]) -> __m256 {
+    _mm256_castsi256_ps(load256(s))
+}
+
+/// f16 (little-endian bytes) → f32 with the F16C instruction.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn h2f(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+        u16::from_le_bytes(b),
+    ))))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Unsigned bytes `ax` times signed bytes `sy`, summed in groups of four, as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+}
+
+/// Signed bytes times signed bytes: `maddubs` needs one unsigned operand, so move the sign of
+/// `x` onto `y` (|x| ≤ 128 and |y| ≤ 127 keep the i16 pair sums below 2^15).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_us8_pairs_float(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// 16 packed bytes → 32 nibbles in element order: low nibbles first, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
+    let t = load128(qs);
+    let b = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(b, _mm256_set1_epi8(0xF))
+}
+
+/// Spreads the 32 bits of `x` to 32 bytes: 0xFF where the bit is set, 0 elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bytes_from_bits_32(x: u32) -> __m256i {
+    // Byte i gets a copy of source byte i / 8, then every bit except bit (i % 8) is forced on,
+    // so the byte is all-ones exactly when that bit was set.
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// A vector of i16 with `lo` in the low 128 bits and `hi` in the high 128 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn split_i16(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy 32-element formats
+// ---------------------------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, load256(&y.qs)), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        summs += h2f(x.m) * h2f(y.s);
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let qx = bytes_from_nibbles_32(&x.qs);
+        acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, load256(&y.qs)), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        // q - 16 as a signed byte is the nibble with 0xF0 or-ed in when the fifth bit is 0.
+        let hi = _mm256_andnot_si256(
+            bytes_from_bits_32(u32::from_le_bytes(x.qh)),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        );
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, load256(&y.qs)), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        summs += h2f(x.m) * h2f(y.s);
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let hi = _mm256_and_si256(
+            bytes_from_bits_32(u32::from_le_bytes(x.qh)),
+            _mm256_set1_epi8(0x10),
+        );
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
+        acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, load256(&y.qs)), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        acc = _mm256_fmadd_ps(
+            d,
+            mul_sum_i8_pairs_float(load256(&x.qs), load256(&y.qs)),
+            acc,
+        );
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants
+// ---------------------------------------------------------------------------------------------
+
+/// Σ_j bsums[j] · mins[j / 2]: the contribution of the Q4_K/Q5_K mins, one i32 per block.
+#[inline(always)]
+pub(super) fn k4_min_sum(y: &BlockQ8K, m: &[u8; 8]) -> i32 {
+    (0..16).map(|j| y.bsum(j) * i32::from(m[j / 2])).sum()
+}
+
+/// Σ_k bsums[k] · scales[k]: what Q6_K's -32 offset costs, subtracted once per block.
+#[inline(always)]
+pub(super) fn q6k_offset_sum(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
+    (0..16).map(|k| y.bsum(k) * i32::from(x.scales[k])).sum()
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let (sc, m) = k4_scales_mins(&x.scales);
+        let d = y.d() * h2f(x.d);
+        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let bits = load256(&x.qs[32 * c..]);
+            let q_lo = _mm256_and_si256(bits, m4);
+            let q_hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            let p_lo = _mm256_maddubs_epi16(q_lo, load256(&y.qs[64 * c..]));
+            let p_hi = _mm256_maddubs_epi16(q_hi, load256(&y.qs[64 * c + 32..]));
+            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * c])));
+            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * c + 1])));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let sixteen = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let (sc, m) = k4_scales_mins(&x.scales);
+        let d = y.d() * h2f(x.d);
+        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let hbits = load256(&x.qh);
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 of 64c + 32 + l.
+            let b_lo = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+            let b_hi = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+            let h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_lo), b_lo);
+            let h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_hi), b_hi);
+            let bits = load256(&x.qs[32 * c..]);
+            let q_lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_and_si256(h_lo, sixteen));
+            let q_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+                _mm256_and_si256(h_hi, sixteen),
+            );
+            let p_lo = _mm256_maddubs_epi16(q_lo, load256(&y.qs[64 * c..]));
+            let p_hi = _mm256_maddubs_epi16(q_hi, load256(&y.qs[64 * c + 32..]));
+            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * c])));
+            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * c + 1])));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut corr = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let d = y.d() * h2f(x.d);
+        // The quants are used unsigned (0..64); the -32 offset comes back through bsums.
+        corr += d * (32 * q6k_offset_sum(x, y)) as f32;
+        let sc = |k: usize| i16::from(x.scales[k]);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let ql1 = load256(&x.ql[64 * h..]);
+            let ql2 = load256(&x.ql[64 * h + 32..]);
+            let qh = load256(&x.qh[32 * h..]);
+            let q0 = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3))),
+            );
+            let q1 = _mm256_or_si256(
+                _mm256_and_si256(ql2, m4),
+                _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
+            );
+            let q2 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+            );
+            let q3 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
+                _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
+            );
+            let ys = &y.qs[128 * h..];
+            for (k, q) in [q0, q1, q2, q3].into_iter().enumerate() {
+                let p = _mm256_maddubs_epi16(q, load256(&ys[32 * k..]));
+                // Each 32-element group spans two 16-element sub-blocks: one scale per half.
+                let s = split_i16(sc(8 * h + 2 * k), sc(8 * h + 2 * k + 1));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - corr
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float formats
+// ---------------------------------------------------------------------------------------------
+
+/// Weight and activation rows of `n` f16 values each (little-endian bytes), f32 accumulation
+/// like `ggml_vec_dot_f16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let (xc, yc) = (x.chunks_exact(64), y.chunks_exact(64));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let xv = _mm256_cvtph_ps(load128(&xs[16 * k..]));
+            let yv = _mm256_cvtph_ps(load128(&ys[16 * k..]));
+            *a = _mm256_fmadd_ps(xv, yv, *a);
+        }
+    }
+    let (xc, yc) = (xr.chunks_exact(16), yr.chunks_exact(16));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_cvtph_ps(load128(xs)),
+            _mm256_cvtph_ps(load128(ys)),
+            acc[0],
+        );
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(acc);
+    for (a, b) in xr.chunks_exact(2).zip(yr.chunks_exact(2)) {
+        sum += h2f([a[0], a[1]]) * h2f([b[0], b[1]]);
+    }
+    sum
+}
+
+/// 8 bf16 → 8 f32: a bf16 is the top half of an f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn bf16x8(s: &[u8]) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(s))))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let (xc, yc) = (x.chunks_exact(32), y.chunks_exact(32));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        acc[0] = _mm256_fmadd_ps(bf16x8(xs), bf16x8(ys), acc[0]);
+        acc[1] = _mm256_fmadd_ps(bf16x8(&xs[16..]), bf16x8(&ys[16..]), acc[1]);
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    for (a, b) in xr.chunks_exact(2).zip(yr.chunks_exact(2)) {
+        sum += half::bf16::from_le_bytes([a[0], a[1]]).to_f32()
+            * half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let len = n.checked_mul(4).unwrap_or(usize::MAX);
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let (xc, yc) = (x.chunks_exact(128), y.chunks_exact(128));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(
+                load_ps_bytes(&xs[32 * k..]),
+                load_ps_bytes(&ys[32 * k..]),
+                *a,
+            );
+        }
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(acc);
+    for (a, b) in xr.chunks_exact(4).zip(yr.chunks_exact(4)) {
+        sum += f32::from_le_bytes([a[0], a[1], a[2], a[3]])
+            * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (xs, ys) in ac.zip(bc) {
+        for (k, s) in acc.iter_mut().enumerate() {
+            *s = _mm256_fmadd_ps(load_ps(&xs[8 * k..]), load_ps(&ys[8 * k..]), *s);
+        }
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(acc);
+    for (x, y) in ar.iter().zip(br) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Views an f16 slice as its raw bits (f16 is `repr(transparent)` over u16).
+#[inline]
+pub(super) fn f16_bits(x: &[f16]) -> &[u16] {
+    // SAFETY: `half::f16` is `#[repr(transparent)]` over `u16`, so the layouts are identical.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u16>(), x.len()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (f16_bits(&a[..n]), &b[..n]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (xs, ys) in ac.zip(bc) {
+        for (k, s) in acc.iter_mut().enumerate() {
+            *s = _mm256_fmadd_ps(
+                _mm256_cvtph_ps(load128(&xs[8 * k..])),
+                load_ps(&ys[8 * k..]),
+                *s,
+            );
+        }
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(acc);
+    for (&x, y) in ar.iter().zip(br) {
+        sum += f16::from_bits(x).to_f32() * y;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[f16]) {
+    let n = acc.len().min(x.len());
+    let (acc, x) = (&mut acc[..n], f16_bits(&x[..n]));
+    let va = _mm256_set1_ps(alpha);
+    let mut ac = acc.chunks_exact_mut(8);
+    let xc = x.chunks_exact(8);
+    let xr = xc.remainder();
+    for (a, xs) in (&mut ac).zip(xc) {
+        let v = _mm256_fmadd_ps(va, _mm256_cvtph_ps(load128(xs)), load_ps(a));
+        // SAFETY: `a` is a chunk of exactly 8 f32; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+    }
+    for (a, &x) in ac.into_remainder().iter_mut().zip(xr) {
+        *a = alpha.mul_add(f16::from_bits(x).to_f32(), *a);
+    }
+}
