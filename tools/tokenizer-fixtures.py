@@ -18,6 +18,7 @@ llama-cpp-python 0.3.36 vendors (--llama-cpp, default /tmp/llbuild/llama_cpp_pyt
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -96,6 +97,130 @@ def unicode_table(llama_cpp: Path) -> None:
     path = PICOLM / "src" / "tokenizer" / "unicode_data.rs"
     path.write_text("\n".join(out) + "\n")
     print(f"wrote {path.relative_to(ROOT)}: {len(ranges)} ranges, {len(ws)} whitespace code points")
+
+
+# ---------------------------------------------------------------------------------------------
+# vocab
+# ---------------------------------------------------------------------------------------------
+
+VOCABS = ["llama-spm", "gpt-2", "qwen2", "llama-bpe"]
+
+# Strings beyond llama.cpp's own vectors. Each is tokenized with every combination of
+# add_special and parse_special.
+CORPUS = [
+    "",
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "I'M here, you're there; it's 'quoted' and they'LL see. don't",
+    "  leading and trailing spaces  ",
+    "tabs\tand\tnewlines\nline two\r\nwindows line\n\n\nthree blank",
+    "    \t\t  \n \n\n   ",
+    " " * 64,
+    "\n" * 17,
+    "a" * 300,
+    "1234567890 3.14159 -42 1e-9 0x1F 1,000,000",
+    "\uff11\uff12\uff13 \u00bd \u216b \u0663\u0664",
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00c5ngstr\u00f6m \u0130stanbul \u00df",
+    "e\u0301 a\u0308 combining marks \u0301\u0301",
+    "\u4f60\u597d\uff0c\u4e16\u754c\uff01\u6211\u60f3\u5728apple\u5de5\u4f5c",
+    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3001\u30ab\u30bf\u30ab\u30ca\u3068\u3072\u3089\u304c\u306a\u3002",
+    "\ud55c\uad6d\uc5b4 \ud14d\uc2a4\ud2b8\uc785\ub2c8\ub2e4",
+    "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645",
+    "\u0928\u092e\u0938\u094d\u0924\u0947 \u0926\u0941\u0928\u093f\u092f\u093e",
+    "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e0a\u0e32\u0e27\u0e42\u0e25\u0e01",
+    "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
+    "emoji \U0001F600\U0001F602 \U0001F999.cpp \u2764\ufe0f",
+    "ZWJ \U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466 \U0001F3F3\ufe0f\u200d\U0001F308 \U0001F9D1\U0001F3FD\u200d\U0001F4BB",
+    "flags \U0001F1FA\U0001F1F8\U0001F1EF\U0001F1F5 keycap 1\ufe0f\u20e3",
+    "\U0001F600" * 40,
+    "nbsp\u00a0ideographic\u3000space zero\u200bwidth\u2028line\u2029para",
+    "nul\x00bell\x07del\x7f",
+    "math \u2211\u222b\u221a\u03c0 \u2264 \u2265 \u2260 \u221e \u2192",
+    "fn main() {\n    let x: Vec<u8> = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}\n",
+    "def f(a, b):\n\treturn a ** 2 + b // 3  # comment\n",
+    "<div class=\"x\">&amp; &lt;tag&gt;</div> {\"json\": [true, null, 1.5]}",
+    "SELECT * FROM t WHERE a <> 'b' AND c >= 10;",
+    "!!!!!! ?????? ...... ------ ______ ====== ******",
+    "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>text after<|endoftext|><|endoftext|>",
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>",
+    "<s>[INST] What? [/INST] Answer.</s>",
+    "<unk> and <s> and </s> inline",
+    "<|im_start|>partial <|im_end <|im_start|",
+    "<|im_start|><|im_start|>system",
+]
+
+
+def dump_lines(value, indent: int = 0) -> str:
+    """JSON with one line per leaf-level object or list, so regenerated fixtures diff readably."""
+    pad = " " * indent
+    flat = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list)) or len(flat) < 100 or all(
+        not isinstance(v, (dict, list)) for v in (value.values() if isinstance(value, dict) else value)
+    ):
+        return flat
+    inner = " " * (indent + 1)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {dump_lines(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    items = [inner + dump_lines(v, indent + 1) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+
+
+def vocab_fixtures() -> None:
+    import llama_cpp
+
+    out = {
+        "generator": "tools/tokenizer-fixtures.py vocab",
+        "llama_cpp_python": llama_cpp.__version__,
+        "vocabs": {},
+    }
+    for name in VOCABS:
+        path = VOCAB_DIR / f"ggml-vocab-{name}.gguf"
+        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        buf = ctypes.create_string_buffer(4096)
+
+        def piece(tok: int, special: bool) -> bytes:
+            n = llama_cpp.llama_token_to_piece(vocab, tok, buf, len(buf), 0, special)
+            assert 0 <= n <= len(buf), n
+            return buf.raw[:n]
+
+        def null_to_none(tok: int):
+            return None if tok < 0 else tok
+
+        cases = []
+        for text in CORPUS:
+            case = {"text": text}
+            for add_special in (False, True):
+                for parse_special in (False, True):
+                    ids = llm.tokenize(text.encode(), add_bos=add_special, special=parse_special)
+                    case[f"ids_add{int(add_special)}_parse{int(parse_special)}"] = ids
+            ids = case["ids_add1_parse1"]
+            # Concatenated pieces, as hex because a piece may be part of a UTF-8 sequence.
+            case["pieces"] = b"".join(piece(t, False) for t in ids).hex()
+            case["pieces_special"] = b"".join(piece(t, True) for t in ids).hex()
+            case["pieces_plain"] = b"".join(piece(t, False) for t in case["ids_add0_parse0"]).hex()
+            cases.append(case)
+
+        sample = sorted(set(range(min(n_vocab, 600))) | set(range(0, n_vocab, 97)) | {n_vocab - 1})
+        out["vocabs"][name] = {
+            "n_vocab": n_vocab,
+            "bos": null_to_none(llama_cpp.llama_vocab_bos(vocab)),
+            "eos": null_to_none(llama_cpp.llama_vocab_eos(vocab)),
+            "eot": null_to_none(llama_cpp.llama_vocab_eot(vocab)),
+            "add_bos": bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+            "eog": [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)],
+            "pieces": {str(t): piece(t, False).hex() for t in sample},
+            "pieces_special": {str(t): piece(t, True).hex() for t in sample},
+            "cases": cases,
+        }
+        del llm
+        print(f"{name}: {len(cases)} cases, {len(sample)} sampled pieces")
+    path = VOCAB_DIR / "extended.json"
+    path.write_text(dump_lines(out) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def main() -> None:

