@@ -212,3 +212,4 @@ fn bundled_ark_must_be_the_pinned_one() {
     b.root_cert = Some(ark);
     assert_pass(&verify_at(&b, &Policy::default(), VCEK_TIME), SNP_EVIDENCE_CHECKS);
 }
+
