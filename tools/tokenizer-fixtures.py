@@ -223,6 +223,176 @@ def vocab_fixtures() -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+# ---------------------------------------------------------------------------------------------
+# templates
+# ---------------------------------------------------------------------------------------------
+
+TEMPLATES = [
+    "Qwen-Qwen2.5-7B-Instruct.jinja",
+    "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+]
+
+# Must equal picolm::chat::CHATML (a test checks).
+CHATML = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# strftime_now() reports this instant (2025-03-14 09:26:53 UTC) in the fixtures; not the
+# "26 Jul 2024" that Llama templates fall back to, so the test sees which one was used.
+FIXED_TIME = 1741944413
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city, in \"quotes\" & <tags>",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name, e.g. Zürich"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7.5},
+            },
+            "required": ["city"],
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def message(role, content, name=None, tool_calls=None, tool_call_id=None):
+    """A message as picolm's ChatMessage serializes it: content always, the rest when set."""
+    m = {"role": role, "content": content}
+    if name is not None:
+        m["name"] = name
+    if tool_calls is not None:
+        m["tool_calls"] = tool_calls
+    if tool_call_id is not None:
+        m["tool_call_id"] = tool_call_id
+    return m
+
+
+def call(name, arguments, id="call00001"):
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+SCENARIOS = {
+    "single_user": ([message("user", "Hello!")], None),
+    "system_and_user": ([message("system", "You are terse."), message("user", "Hi  there \n")], None),
+    "multi_turn": (
+        [
+            message("system", "Be helpful."),
+            message("user", "What is 2+2?"),
+            message("assistant", "4"),
+            message("user", "And 3+3? Answer in 日本語 🦙"),
+        ],
+        None,
+    ),
+    "quotes_and_newlines": ([message("user", 'He said "hi"\n\tand left. {{ not a tag }} <|im_end|>')], None),
+    "tools_offered": ([message("system", "Use tools."), message("user", "Weather in Zürich?")], [WEATHER_TOOL, TIME_TOOL]),
+    "tool_call_round_trip": (
+        [
+            message("user", "Weather in Paris?"),
+            message("assistant", None, tool_calls=[call("get_weather", {"city": "Paris", "unit": "celsius"})]),
+            message("tool", '{"temp": 21, "sky": "clear"}', tool_call_id="call00001"),
+        ],
+        [WEATHER_TOOL],
+    ),
+    "two_tool_calls": (
+        [
+            message("user", "Weather and time?"),
+            message(
+                "assistant",
+                None,
+                tool_calls=[call("get_weather", {"city": "Oslo"}), call("get_time", {}, id="call00002")],
+            ),
+            message("tool", "cold", tool_call_id="call00001"),
+            message("tool", "noon", tool_call_id="call00002"),
+        ],
+        [WEATHER_TOOL, TIME_TOOL],
+    ),
+    "roles_do_not_alternate": ([message("user", "a"), message("user", "b")], None),
+    "empty": ([], None),
+}
+
+
+def hf_environment():
+    """transformers' chat-template environment (utils/chat_template_utils.py)."""
+    import jinja2
+    import jinja2.ext
+    import jinja2.sandbox
+
+    class RaisedByTemplate(jinja2.exceptions.TemplateError):
+        pass
+
+    def raise_exception(msg):
+        raise RaisedByTemplate(msg)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.datetime.fromtimestamp(FIXED_TIME, datetime.timezone.utc).strftime(fmt)
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def template_fixtures() -> None:
+    import jinja2
+
+    env = hf_environment()
+    sources = {name: (TEMPLATE_DIR / name).read_text() for name in TEMPLATES}
+    sources["chatml"] = CHATML
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    cases = []
+    for name, source in sources.items():
+        template = env.from_string(source)
+        for scenario, (messages, tools) in SCENARIOS.items():
+            for add_generation_prompt in (False, True):
+                case = {
+                    "template": name,
+                    "scenario": scenario,
+                    "add_generation_prompt": add_generation_prompt,
+                }
+                try:
+                    case["expected"] = template.render(
+                        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **special
+                    )
+                except jinja2.exceptions.TemplateError as e:
+                    # raise_exception messages must come through verbatim; other errors
+                    # (undefined lookups) only need to be errors.
+                    case["error"] = str(e)
+                    case["raised_by_template"] = type(e).__name__ == "RaisedByTemplate"
+                cases.append(case)
+    out = {
+        "generator": "tools/tokenizer-fixtures.py templates",
+        "jinja2": jinja2.__version__,
+        "fixed_time": FIXED_TIME,
+        "chatml_source": CHATML,
+        **special,
+        "scenarios": {k: {"messages": m, "tools": t} for k, (m, t) in SCENARIOS.items()},
+        "cases": cases,
+    }
+    path = TEMPLATE_DIR / "expected.json"
+    path.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+    n_err = sum("error" in c for c in cases)
+    print(f"wrote {path.relative_to(ROOT)}: {len(cases)} renders, {n_err} raise")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["unicode-table", "vocab", "templates", "all"])
