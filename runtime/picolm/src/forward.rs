@@ -1,0 +1,528 @@
+//! The transformer forward pass: embeddings, RMSNorm, RoPE, grouped-query attention over an
+//! FP16 KV cache, SwiGLU, output head.
+//!
+//! A call processes a batch of consecutive tokens of one sequence as matrices (batched
+//! prefill); decode is the batch of one. Arithmetic follows llama.cpp's CPU backend where it
+//! matters for agreement: activations are quantized to the weight's `vec_dot_type` before each
+//! matrix product, sums of squares and softmax normalisers are accumulated in f64, queries are
+//! rounded to f16 before the dot with the f16 keys, and the RoPE angles are built by the same
+//! iterated f32 product.
+//!
+//! Buffers live in [`Scratch`] and only grow, so a steady-state decode step does not allocate.
+
+use std::cell::RefCell;
+
+use half::f16;
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+use crate::error::{Error, Result};
+use crate::model::{Config, Model, RopeStyle, Weight};
+use crate::quant::{self, GgmlType};
+
+/// The FP16 key/value cache of one sequence: `[layer][position][kv_dim]` for K and for V.
+pub struct KvCache {
+    n_ctx: usize,
+    kv_dim: usize,
+    k: Vec<f16>,
+    v: Vec<f16>,
+    /// Positions filled.
+    len: usize,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("n_ctx", &self.n_ctx)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl KvCache {
+    pub fn new(config: &Config, n_ctx: usize) -> Self {
+        let n = config.n_layer * n_ctx * config.kv_dim();
+        KvCache {
+            n_ctx,
+            kv_dim: config.kv_dim(),
+            k: vec![f16::ZERO; n],
+            v: vec![f16::ZERO; n],
+            len: 0,
+        }
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forget positions from `len` on, wiping them (used to roll back or reuse a prefix).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let layers = self.k.len() / (self.n_ctx * self.kv_dim).max(1);
+        for l in 0..layers {
+            let a = (l * self.n_ctx + len) * self.kv_dim;
+            let b = (l * self.n_ctx + self.len) * self.kv_dim;
+            self.k[a..b].fill(f16::ZERO);
+            self.v[a..b].fill(f16::ZERO);
+        }
+        self.len = len;
+    }
+    /// Wipe everything: a finished sequence leaves no trace of its prompt in memory.
+    pub fn clear(&mut self) {
+        for x in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *x = f16::ZERO;
+        }
+        // Make sure the compiler keeps the wipe.
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.len = 0;
+    }
+    fn layer_range(&self, layer: usize, upto: usize) -> std::ops::Range<usize> {
+        let a = layer * self.n_ctx * self.kv_dim;
+        a..a + upto * self.kv_dim
+    }
+}
+
+impl Drop for KvCache {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Precomputed RoPE cos/sin, `[position][rope_dim / 2]`, grown on demand.
+#[derive(Debug, Default)]
+struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+    n_pos: usize,
+}
+
+impl RopeTable {
+    fn ensure(&mut self, c: &Config, n_pos: usize) {
+        if n_pos <= self.n_pos {
+            return;
+        }
+        let half = c.rope_dim / 2;
+        self.half = half;
+        // llama.cpp: theta_scale = base^(-2/n_dims); theta_i = p * freq_scale * theta_scale^i,
+        // accumulated by repeated f32 multiplication.
+        let theta_scale = c.rope_theta.powf(-2.0 / c.rope_dim as f32);
+        self.cos.resize(n_pos * half, 0.0);
+        self.sin.resize(n_pos * half, 0.0);
+        for p in self.n_pos..n_pos {
+            let mut theta = p as f32 * c.rope_freq_scale;
+            for i in 0..half {
+                self.cos[p * half + i] = theta.cos();
+                self.sin[p * half + i] = theta.sin();
+                theta *= theta_scale;
+            }
+        }
+        self.n_pos = n_pos;
+    }
+
+    fn apply(&self, style: RopeStyle, head: &mut [f32], pos: usize) {
+        let half = self.half;
+        let cos = &self.cos[pos * half..(pos + 1) * half];
+        let sin = &self.sin[pos * half..(pos + 1) * half];
+        match style {
+            RopeStyle::Normal => {
+                for i in 0..half {
+                    let (a, b) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = a * cos[i] - b * sin[i];
+                    head[2 * i + 1] = a * sin[i] + b * cos[i];
+                }
+            }
+            RopeStyle::Neox => {
+                for i in 0..half {
+                    let (a, b) = (head[i], head[i + half]);
+                    head[i] = a * cos[i] - b * sin[i];
+                    head[i + half] = a * sin[i] + b * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// Reusable buffers for the forward pass. They only grow.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Activations quantized for one `vec_dot_type`, and a second for mixed-type projections.
+    xq: QuantBuf,
+    xq2: QuantBuf,
+    mm: Vec<f32>,
+    rope: RopeTable,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for b in [
+            &mut self.x,
+            &mut self.xn,
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.att,
+            &mut self.gate,
+            &mut self.up,
+        ] {
+            b.zeroize();
+        }
+        self.xq.data.zeroize();
+        self.xq2.data.zeroize();
+    }
+}
+
+#[derive(Debug, Default)]
+struct QuantBuf {
+    ty: Option<GgmlType>,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QuantBuf {
+    /// Quantize `n` rows of `cols` activations for weights of type `wty`.
+    fn load(&mut self, wty: GgmlType, x: &[f32], n: usize, cols: usize) -> Result<()> {
+        let vdt = wty.vec_dot_type();
+        let rb = vdt.row_bytes(cols).ok_or_else(|| {
+            Error::Unsupported(format!("{} activations of width {cols}", vdt.name()))
+        })?;
+        grow(&mut self.data, n * rb);
+        for b in 0..n {
+            quant::quantize_activation(
+                vdt,
+                &x[b * cols..(b + 1) * cols],
+                &mut self.data[b * rb..(b + 1) * rb],
+            )
+            .map_err(|e| Error::Quant(e.to_string()))?;
+        }
+        self.ty = Some(vdt);
+        self.row_bytes = rb;
+        Ok(())
+    }
+    fn matches(&self, wty: GgmlType) -> bool {
+        self.ty == Some(wty.vec_dot_type())
+    }
+}
+
+fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+/// Which positions of a batch need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token (generation).
+    Last,
+    /// Every token (evaluation, tests).
+    All,
+}
+
+thread_local! {
+    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Rows per parallel task in a matrix product: enough work to amortise scheduling, enough
+/// tasks to balance two to a few dozen threads.
+fn row_chunk(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (rows / (threads * 8)).clamp(8, 256)
+}
+
+/// `out[b * w.rows + r] = w.row(r) · x[b]` for `n` activation rows quantized in `xq`.
+fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+    debug_assert!(xq.matches(w.ty));
+    let wb = w.bytes(file);
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    let xrb = xq.row_bytes;
+    let chunk = row_chunk(rows);
+    if n == 1 {
+        let x = &xq.data[..xrb];
+        out[..rows]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(ci, o)| {
+                let r0 = ci * chunk;
+                for (i, y) in o.iter_mut().enumerate() {
+                    let r = r0 + i;
+                    *y = quant::vec_dot(w.ty, cols, &wb[r * rb..(r + 1) * rb], x);
+                }
+            });
+        return;
+    }
+    // Each weight row is dotted with every activation row while it is hot in L1; results
+    // come out row-major per weight row and are transposed afterwards.
+    grow(tmp, rows * n);
+    tmp[..rows * n]
+        .par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(ci, o)| {
+            let r0 = ci * chunk;
+            for (i, ys) in o.chunks_mut(n).enumerate() {
+                let r = r0 + i;
+                let wr = &wb[r * rb..(r + 1) * rb];
+                for (b, y) in ys.iter_mut().enumerate() {
+                    *y = quant::vec_dot(w.ty, cols, wr, &xq.data[b * xrb..(b + 1) * xrb]);
+                }
+            }
+        });
+    for b in 0..n {
+        for r in 0..rows {
+            out[b * rows + r] = tmp[r * n + b];
+        }
+    }
+}
+
+/// RMSNorm of each `dim`-row of `x` into `out`, times `weight`.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        // f32 squares summed in f64, as ggml_compute_forward_rms_norm_f32 does.
+        let ss: f64 = xr.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (ss / dim as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in or.iter_mut().zip(xr).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+impl Model {
+    /// Run `tokens` (consecutive positions starting at `kv.len()`) through the model, append
+    /// their keys and values to `kv`, and write logits to `logits` (`n_vocab` floats for
+    /// [`Logits::Last`], `tokens.len() * n_vocab` for [`Logits::All`]).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        kv: &mut KvCache,
+        scratch: &mut Scratch,
+        which: Logits,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Request("no tokens to evaluate".into()));
+        }
+        let pos0 = kv.len;
+        if pos0 + n > kv.n_ctx {
+            return Err(Error::Request(format!(
+                "context overflow: {pos0} cached + {n} new tokens exceed the context of {}",
+                kv.n_ctx
+            )));
+        }
+        let n_logits = match which {
+            Logits::Last => 1,
+            Logits::All => n,
+        };
+        if logits.len() != n_logits * c.n_vocab {
+            return Err(Error::Request(format!(
+                "logits buffer holds {} floats, expected {}",
+                logits.len(),
+                n_logits * c.n_vocab
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.n_vocab
+            )));
+        }
+        let file = self.bytes();
+        let (d, qd, kvd, hd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
+        let s = scratch;
+        grow(&mut s.x, n * d);
+        grow(&mut s.xn, n * d);
+        grow(&mut s.q, n * qd);
+        grow(&mut s.k, n * kvd);
+        grow(&mut s.v, n * kvd);
+        grow(&mut s.att, n * qd);
+        grow(&mut s.gate, n * ff);
+        grow(&mut s.up, n * ff);
+        grow(&mut s.tmp, n * d);
+        s.rope.ensure(c, pos0 + n);
+
+        // Token embeddings: dequantize the rows.
+        let emb = self.tok_embd.bytes(file);
+        let erb = self.tok_embd.row_bytes;
+        for (i, &t) in tokens.iter().enumerate() {
+            let t = t as usize;
+            quant::dequantize(
+                self.tok_embd.ty,
+                &emb[t * erb..(t + 1) * erb],
+                &mut s.x[i * d..(i + 1) * d],
+            )
+            .map_err(|e| Error::Quant(e.to_string()))?;
+        }
+
+        let kv_group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            rms_norm(
+                &s.x[..n * d],
+                &layer.attn_norm,
+                c.rms_eps,
+                &mut s.xn[..n * d],
+            );
+            s.xq.load(layer.wq.ty, &s.xn, n, d)?;
+            matmul(file, &layer.wq, &s.xq, n, &mut s.q, &mut s.mm);
+            let xq_kv = if s.xq.matches(layer.wk.ty) {
+                &s.xq
+            } else {
+                s.xq2.load(layer.wk.ty, &s.xn, n, d)?;
+                &s.xq2
+            };
+            matmul(file, &layer.wk, xq_kv, n, &mut s.k, &mut s.mm);
+            let xq_v = if s.xq.matches(layer.wv.ty) {
+                &s.xq
+            } else if s.xq2.matches(layer.wv.ty) {
+                &s.xq2
+            } else {
+                s.xq2.load(layer.wv.ty, &s.xn, n, d)?;
+                &s.xq2
+            };
+            matmul(file, &layer.wv, xq_v, n, &mut s.v, &mut s.mm);
+            for (buf, bias, dim) in [
+                (&mut s.q, &layer.bq, qd),
+                (&mut s.k, &layer.bk, kvd),
+                (&mut s.v, &layer.bv, kvd),
+            ] {
+                if let Some(b) = bias {
+                    for row in buf[..n * dim].chunks_exact_mut(dim) {
+                        row.iter_mut().zip(b).for_each(|(x, &b)| *x += b);
+                    }
+                }
+            }
+            for i in 0..n {
+                let pos = pos0 + i;
+                for h in s.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                    s.rope.apply(c.rope_style, &mut h[..c.rope_dim], pos);
+                }
+                for h in s.k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                    s.rope.apply(c.rope_style, &mut h[..c.rope_dim], pos);
+                }
+            }
+            // Append K and V to the cache.
+            let base = l * kv.n_ctx * kvd + pos0 * kvd;
+            for (dst, src) in kv.k[base..base + n * kvd].iter_mut().zip(&s.k[..n * kvd]) {
+                *dst = f16::from_f32(*src);
+            }
+            for (dst, src) in kv.v[base..base + n * kvd].iter_mut().zip(&s.v[..n * kvd]) {
+                *dst = f16::from_f32(*src);
+            }
+            let kc = &kv.k[kv.layer_range(l, pos0 + n)];
+            let vc = &kv.v[kv.layer_range(l, pos0 + n)];
+            let q = &s.q;
+            // One task per (token, head): causal attention over positions 0..=pos.
+            s.att[..n * qd]
+                .par_chunks_mut(hd)
+                .enumerate()
+                .for_each(|(idx, out)| {
+                    let (i, h) = (idx / c.n_head, idx % c.n_head);
+                    let kvh = h / kv_group;
+                    let n_pos = pos0 + i + 1;
+                    ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
+                        grow(scores, n_pos);
+                        grow(qh, hd);
+                        // Round the query to f16 as llama.cpp does before its f16 K·Q product.
+                        for (d, &x) in qh
+                            .iter_mut()
+                            .zip(&q[i * qd + h * hd..i * qd + (h + 1) * hd])
+                        {
+                            *d = f16::from_f32(x).to_f32();
+                        }
+                        let mut max = f32::NEG_INFINITY;
+                        for (p, sc) in scores[..n_pos].iter_mut().enumerate() {
+                            let kr = &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                            *sc = quant::dot_f16_f32(kr, &qh[..hd]) * scale;
+                            max = max.max(*sc);
+                        }
+                        let mut sum = 0f64;
+                        for sc in scores[..n_pos].iter_mut() {
+                            *sc = (*sc - max).exp();
+                            sum += f64::from(*sc);
+                        }
+                        let inv = (1.0 / sum) as f32;
+                        out.fill(0.0);
+                        for (p, &sc) in scores[..n_pos].iter().enumerate() {
+                            let vr = &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                            // llama.cpp multiplies f16 V by the probabilities converted to f16.
+                            let prob = f16::from_f32(sc * inv).to_f32();
+                            quant::axpy_f16(out, prob, vr);
+                        }
+                    });
+                });
+            s.xq.load(layer.wo.ty, &s.att, n, qd)?;
+            matmul(file, &layer.wo, &s.xq, n, &mut s.tmp[..n * d], &mut s.mm);
+            add_tmp(&mut s.x[..n * d], &s.tmp[..n * d]);
+
+            // Feed-forward block.
+            rms_norm(
+                &s.x[..n * d],
+                &layer.ffn_norm,
+                c.rms_eps,
+                &mut s.xn[..n * d],
+            );
+            s.xq.load(layer.w_gate.ty, &s.xn, n, d)?;
+            matmul(file, &layer.w_gate, &s.xq, n, &mut s.gate, &mut s.mm);
+            let xq_up = if s.xq.matches(layer.w_up.ty) {
+                &s.xq
+            } else {
+                s.xq2.load(layer.w_up.ty, &s.xn, n, d)?;
+                &s.xq2
+            };
+            matmul(file, &layer.w_up, xq_up, n, &mut s.up, &mut s.mm);
+            for (g, &u) in s.gate[..n * ff].iter_mut().zip(&s.up[..n * ff]) {
+                *g = silu(*g) * u;
+            }
+            s.xq.load(layer.w_down.ty, &s.gate, n, ff)?;
+            matmul(
+                file,
+                &layer.w_down,
+                &s.xq,
+                n,
+                &mut s.tmp[..n * d],
+                &mut s.mm,
+            );
+            add_tmp(&mut s.x[..n * d], &s.tmp[..n * d]);
+        }
+        kv.len = pos0 + n;
+
+        // Output head for the rows that need logits.
+        let first = n - n_logits;
+        rms_norm(
+            &s.x[first * d..n * d],
+            &self.output_norm,
+            c.rms_eps,
+            &mut s.xn[..n_logits * d],
+        );
+        s.xq.load(self.output.ty, &s.xn, n_logits, d)?;
+        matmul(file, &self.output, &s.xq, n_logits, logits, &mut s.mm);
+        Ok(())
+    }
+}
+
+fn add_tmp(x: &mut [f32], t: &[f32]) {
+    x.iter_mut().zip(t).for_each(|(a, &b)| *a += b);
+}

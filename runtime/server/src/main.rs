@@ -1,0 +1,44 @@
+//! `a3s-power`: the A3S Power runtime's command line.
+//!
+//! Each subcommand lives in its own module under `cmd/`; this file only parses arguments and
+//! dispatches. Diagnostics go to stderr so that stdout carries only what the command produces.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "a3s-power",
+    version,
+    about = "Confidential LLM inference: the A3S Power runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate text from a local GGUF model, streaming it to stdout.
+    Run(cmd::run::RunArgs),
+    /// Print a GGUF model's architecture, shapes, quantization, tokenizer and memory estimate.
+    Inspect(cmd::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
