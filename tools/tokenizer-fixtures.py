@@ -103,7 +103,39 @@ def unicode_table(llama_cpp: Path) -> None:
 # vocab
 # ---------------------------------------------------------------------------------------------
 
-VOCABS = ["llama-spm", "gpt-2", "qwen2", "llama-bpe"]
+VOCABS = ["llama-spm", "gpt-2", "qwen2", "llama-bpe", "gpt-2-default"]
+
+# Large inputs: (name, unit, bytes); only the count and an FNV-1a hash of the ids are kept.
+LARGE = [
+    ("prose", "The quick brown fox jumps over the lazy dog. \u65e5\u672c\u8a9e \U0001F999 ", 1 << 18),
+    ("one letter", "a", 1 << 18),
+    ("spaces", " ", 1 << 18),
+    ("newlines and tabs", "\n\t ", 1 << 18),
+    ("digits", "1234567890", 1 << 18),
+    ("special tokens", "<|im_start|><|endoftext|>x", 1 << 18),
+]
+
+
+def fnv1a(ids) -> str:
+    h = 0xCBF29CE484222325
+    for t in ids:
+        for b in int(t).to_bytes(4, "little"):
+            h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def vocab_path(name: str, tmp: Path) -> Path:
+    """The vocabulary file; `gpt-2-default` is GPT-2's with `tokenizer.ggml.pre` = `default`
+    (patched the same way the Rust test patches it), to test llama.cpp's fallback pre-tokenizer."""
+    if name != "gpt-2-default":
+        return VOCAB_DIR / f"ggml-vocab-{name}.gguf"
+    data = (VOCAB_DIR / "ggml-vocab-gpt-2.gguf").read_bytes()
+    old = b"tokenizer.ggml.pre" + (8).to_bytes(4, "little") + (5).to_bytes(8, "little") + b"gpt-2"
+    new = b"tokenizer.ggml.pre" + (8).to_bytes(4, "little") + (7).to_bytes(8, "little") + b"default"
+    assert data.count(old) == 1
+    path = tmp / "ggml-vocab-gpt-2-default.gguf"
+    path.write_bytes(data.replace(old, new))
+    return path
 
 # Strings beyond llama.cpp's own vectors. Each is tokenized with every combination of
 # add_special and parse_special.
@@ -167,6 +199,11 @@ def dump_lines(value, indent: int = 0) -> str:
     return "[\n" + ",\n".join(items) + "\n" + pad + "]"
 
 
+def large_ids(llm, text: str) -> dict:
+    ids = llm.tokenize(text.encode(), add_bos=True, special=True)
+    return {"n_ids": len(ids), "fnv1a": fnv1a(ids)}
+
+
 def vocab_fixtures() -> None:
     import llama_cpp
 
@@ -175,8 +212,9 @@ def vocab_fixtures() -> None:
         "llama_cpp_python": llama_cpp.__version__,
         "vocabs": {},
     }
+    tmp = Path(tempfile.mkdtemp())
     for name in VOCABS:
-        path = VOCAB_DIR / f"ggml-vocab-{name}.gguf"
+        path = vocab_path(name, tmp)
         llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -215,6 +253,13 @@ def vocab_fixtures() -> None:
             "pieces": {str(t): piece(t, False).hex() for t in sample},
             "pieces_special": {str(t): piece(t, True).hex() for t in sample},
             "cases": cases,
+            "large": [
+                {"name": what, "unit": unit, "bytes": size, **large_ids(llm, unit * (size // len(unit.encode())))}
+                for what, unit, size in LARGE
+                # llama.cpp runs the `default` pre-tokenizer through std::regex, which
+                # overflows the stack on a 64 KiB run of digits; keep its inputs smaller.
+                for size in [min(size, 1 << 14) if name == "gpt-2-default" else size]
+            ],
         }
         del llm
         print(f"{name}: {len(cases)} cases, {len(sample)} sampled pieces")

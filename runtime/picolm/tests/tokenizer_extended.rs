@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use picolm::gguf::GgufFile;
+use picolm::gguf::{GgufFile, GgufHeader};
 use picolm::tokenizer::{Tokenizer, TokenizerKind};
 use serde_json::Value;
 
@@ -13,7 +13,28 @@ fn vocab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/vocab")
 }
 
+/// A vocabulary by fixture name; `gpt-2-default` is GPT-2's with `tokenizer.ggml.pre` patched
+/// to `default` (llama.cpp's fallback pre-tokenizer), exactly as the fixture script patches it.
 fn load(name: &str) -> Tokenizer {
+    if name == "gpt-2-default" {
+        let mut bytes =
+            std::fs::read(vocab_dir().join("ggml-vocab-gpt-2.gguf")).expect("read vocab");
+        let field = |value: &str| {
+            let mut f = b"tokenizer.ggml.pre".to_vec();
+            f.extend(8u32.to_le_bytes());
+            f.extend((value.len() as u64).to_le_bytes());
+            f.extend(value.as_bytes());
+            f
+        };
+        let (old, new) = (field("gpt-2"), field("default"));
+        let at = bytes
+            .windows(old.len())
+            .position(|w| w == old)
+            .expect("pre field");
+        bytes.splice(at..at + old.len(), new);
+        let header = GgufHeader::parse(&bytes).expect("parse patched vocab");
+        return Tokenizer::from_metadata(&header.metadata).expect("build tokenizer");
+    }
     let file =
         GgufFile::open(vocab_dir().join(format!("ggml-vocab-{name}.gguf"))).expect("open vocab");
     Tokenizer::from_metadata(file.metadata()).expect("build tokenizer")
@@ -118,12 +139,37 @@ fn check(name: &str) {
             }
         }
     }
+    for large in fx["large"].as_array().expect("large inputs") {
+        let unit = large["unit"].as_str().expect("unit");
+        let bytes = large["bytes"].as_u64().expect("bytes") as usize;
+        let text = unit.repeat(bytes / unit.len());
+        let got = tok.encode(&text, true, true).expect("encode");
+        let what = large["name"].as_str().expect("name");
+        if got.len() as u64 != large["n_ids"].as_u64().expect("n_ids")
+            || fnv1a(&got) != large["fnv1a"].as_str().expect("hash")
+        {
+            failures.push(format!(
+                "large input {what:?} ({bytes} bytes): {} ids, hash {}",
+                got.len(),
+                fnv1a(&got)
+            ));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{name}: {} mismatches:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// FNV-1a over the ids as little-endian u32, as the fixture script hashes them.
+fn fnv1a(ids: &[u32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ids.iter().flat_map(|id| id.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 #[test]
@@ -144,6 +190,12 @@ fn qwen2_matches_llama_cpp() {
 #[test]
 fn llama3_matches_llama_cpp() {
     check("llama-bpe");
+}
+
+#[test]
+fn default_pre_tokenizer_matches_llama_cpp() {
+    assert_eq!(load("gpt-2-default").pre_tokenizer(), Some("default"));
+    check("gpt-2-default");
 }
 
 /// decode(encode(s)) == s wherever llama.cpp's pieces give back `s` (SentencePiece adds its
