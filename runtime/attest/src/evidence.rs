@@ -175,3 +175,18 @@ impl AttestationDocument {
         Ok(b)
     }
 }
+
+impl AttestationDocument {
+    /// The document a server returns for `bundle`, produced with `report_data` inputs.
+    pub fn from_bundle(bundle: &EvidenceBundle, inputs: &crate::ReportData, model: Option<String>) -> Self {
+        use base64::Engine;
+        AttestationDocument {
+            tee_type: bundle.kind,
+            evidence_bundle: base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
+            nonce: hex::encode(inputs.nonce),
+            tls_spki_sha256: hex::encode(inputs.tls_spki_sha256),
+            model_sha256: hex::encode(inputs.model_sha256),
+            model,
+        }
+    }
+}

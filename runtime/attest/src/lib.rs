@@ -23,6 +23,7 @@ pub mod kds;
 pub mod model_crypt;
 pub mod model_seal;
 pub mod oids;
+pub mod online;
 pub mod policy;
 pub mod ratls;
 mod reader;
