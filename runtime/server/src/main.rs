@@ -26,6 +26,8 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Print a GGUF model's architecture, shapes, quantization, tokenizer and memory estimate.
     Inspect(cmd::inspect::InspectArgs),
+    /// Measure prefill and decode throughput of a model (JSON on stdout; see bench/).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,53 @@
+# The targets humans run; .ci/run runs `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+CARGO ?= cargo
+# Generated models are cached outside the repo, keyed by nothing but their generator's inputs
+# (gen-model.py is deterministic), so every run reuses them.
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/a3s-power
+MODELS ?= $(CACHE)/models
+DEMO_MODEL := $(MODELS)/tiny-qwen2-q4_k_m.gguf
+
+.PHONY: setup build demo test lint unit oracle bench-smoke bench clean-models
+
+## Install what a fresh machine lacks (Python packages for the generator and the oracle).
+setup:
+	@$(PYTHON) -c "import gguf, numpy, llama_cpp, jinja2, pytest" 2>/dev/null || \
+	  CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=ON}" $(PYTHON) -m pip install --quiet -r tools/requirements.txt
+	@$(CARGO) --version >/dev/null
+
+build:
+	$(CARGO) build --release -p a3s-power
+
+## The main job on an embedded default: generate a small model and chat with it.
+demo: setup build
+	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q4_k_m --out $(MODELS) >/dev/null
+	target/release/a3s-power inspect $(DEMO_MODEL)
+	target/release/a3s-power run --model $(DEMO_MODEL) --chat --prompt "Tell me about confidential computing." --max-tokens 48 --seed 7
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	PICOLM_TEST_MODELS=$(MODELS) $(CARGO) test --workspace
+
+## picolm against a live llama.cpp on freshly generated models (not only the fixtures).
+oracle: setup
+	rm -rf $(CACHE)/oracle-live
+	$(PYTHON) tools/oracle.py --models $(MODELS) --out $(CACHE)/oracle-live 2>/dev/null
+	PICOLM_TEST_MODELS=$(MODELS) PICOLM_ORACLE_DIR=$(CACHE)/oracle-live $(CARGO) test -p picolm --test oracle -- --nocapture
+
+## Everything CI runs.
+test: setup lint unit oracle bench-smoke
+
+## A short benchmark run: checks the harness works and prints ratios; never fails on speed.
+bench-smoke: setup build
+	$(PYTHON) bench/bench.py --smoke --models $(MODELS)
+
+## The real benchmark (see README): picolm vs llama.cpp, same file, same threads, one run.
+bench: setup build
+	$(PYTHON) bench/bench.py --models $(MODELS)
+
+clean-models:
+	rm -rf $(MODELS) $(CACHE)/oracle-live
