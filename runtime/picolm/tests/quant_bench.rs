@@ -4,6 +4,8 @@
 //!
 //!     cargo test --release -p picolm --test quant_bench -- --ignored --nocapture
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use picolm::quant::{GgmlType, available_isas, quantize_activation, vec_dot_isa};
 use std::hint::black_box;
 use std::time::{Duration, Instant};

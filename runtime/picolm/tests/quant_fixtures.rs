@@ -6,6 +6,8 @@
 //! f32 operations in the same order (`d * q`, `(d * sc) * q - dmin * m`, ...), each correctly
 //! rounded, so there is no legitimate source of a 1-ulp difference.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use picolm::quant::{GgmlType, dequantize, quantize_activation};
 use serde_json::Value;
 use std::path::PathBuf;

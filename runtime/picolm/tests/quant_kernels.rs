@@ -12,6 +12,8 @@
 //! * Fused dot vs f32 dot: the only approximation is the activation quantization, bounded per
 //!   element (see `activation_error_bound`), plus the f32 accumulation above.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use half::f16;
 use picolm::quant::{
     self, GgmlType, Isa, QuantError, available_isas, dequantize, quantize_activation, try_vec_dot,
@@ -550,5 +552,41 @@ fn f16_helpers_match_scalar() {
         let mut acc = acc0.clone();
         quant::axpy_f16(&mut acc, alpha, &a);
         assert_eq!(acc, reference);
+    }
+}
+
+/// Prints the active ISA; run as a child process by `picolm_isa_env_lowers_but_never_raises`.
+#[test]
+fn isa_env_probe() {
+    println!("PICOLM_ACTIVE_ISA={}", quant::isa().name());
+}
+
+#[test]
+fn picolm_isa_env_lowers_but_never_raises() {
+    // The ISA is chosen once per process, so each setting runs in a fresh copy of this binary.
+    let exe = std::env::current_exe().unwrap();
+    let best = *available_isas().last().unwrap();
+    for (env, want) in [
+        ("scalar", Isa::Scalar),
+        ("AVX2", Isa::Avx2.min(best)),
+        ("avx512", Isa::Avx512.min(best)),
+        ("neon", best),
+    ] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "isa_env_probe",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PICOLM_ISA", env)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = format!("PICOLM_ACTIVE_ISA={}", want.name());
+        assert!(
+            stdout.contains(&line),
+            "PICOLM_ISA={env}: expected {line} in {stdout}"
+        );
     }
 }

@@ -133,7 +133,7 @@ pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// return errors), so this is a bounds check against internal bugs, never an over-read.
 #[inline(always)]
 pub(crate) fn as_blocks<B: Block>(bytes: &[u8], nb: usize) -> &[B] {
-    let len = nb.checked_mul(size_of::<B>()).unwrap_or(usize::MAX);
+    let len = nb.saturating_mul(size_of::<B>());
     let bytes = &bytes[..len];
     // SAFETY: `bytes` covers exactly `nb` blocks; `B: Block` guarantees alignment 1, no padding
     // and that every bit pattern is valid, so any byte slice of that length is a valid `[B]`.
@@ -143,7 +143,7 @@ pub(crate) fn as_blocks<B: Block>(bytes: &[u8], nb: usize) -> &[B] {
 /// Mutable counterpart of [`as_blocks`].
 #[inline(always)]
 pub(crate) fn as_blocks_mut<B: Block>(bytes: &mut [u8], nb: usize) -> &mut [B] {
-    let len = nb.checked_mul(size_of::<B>()).unwrap_or(usize::MAX);
+    let len = nb.saturating_mul(size_of::<B>());
     let bytes = &mut bytes[..len];
     // SAFETY: as in `as_blocks`; the exclusive borrow of `bytes` is moved into the result.
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), nb) }

@@ -62,7 +62,7 @@ pub enum QuantError {
 
 /// Bytes of an `n`-element row of `ty`, or the reason there is no such row.
 fn checked_row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
-    if n % ty.block_len() != 0 {
+    if !n.is_multiple_of(ty.block_len()) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             n,
@@ -192,7 +192,7 @@ pub(crate) struct Kernels {
 macro_rules! block_dot {
     ($wb:ty, $ab:ty, $len:expr, $f:expr) => {{
         fn dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            debug_assert_eq!(n % $len, 0);
+            debug_assert!(n.is_multiple_of($len));
             let nb = n / $len;
             $f(as_blocks::<$wb>(w, nb), as_blocks::<$ab>(a, nb))
         }

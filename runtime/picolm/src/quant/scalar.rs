@@ -143,9 +143,10 @@ pub(crate) fn dequant_q3_k(x: &[BlockQ3K], y: &mut [f32]) {
                 for part in 0..2 {
                     let dl = d_all * scales[is] as f32;
                     is += 1;
-                    for l in 16 * part..16 * part + 16 {
-                        let low = i32::from((q[l] >> shift) & 3);
-                        let v = low - if b.hmask[l] & m != 0 { 0 } else { 4 };
+                    let r = 16 * part..16 * part + 16;
+                    for (&qb, &hb) in q[r.clone()].iter().zip(&b.hmask[r]) {
+                        let low = i32::from((qb >> shift) & 3);
+                        let v = low - if hb & m != 0 { 0 } else { 4 };
                         if let Some(dst) = o.next() {
                             *dst = dl * v as f32;
                         }
@@ -481,7 +482,7 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
 /// F16 weights · F16 activations. f64 accumulation: this is the reference, not a fast path.
 pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(2);
     let (x, y) = (&x[..len], &y[..len]);
     let s: f64 = x
         .chunks_exact(2)
@@ -492,7 +493,7 @@ pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
 }
 
 pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(2);
     let (x, y) = (&x[..len], &y[..len]);
     let s: f64 = x
         .chunks_exact(2)
@@ -503,7 +504,7 @@ pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
 }
 
 pub(crate) fn dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(4).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(4);
     let (x, y) = (&x[..len], &y[..len]);
     let s: f64 = x
         .chunks_exact(4)

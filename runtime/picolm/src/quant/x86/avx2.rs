@@ -325,7 +325,7 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// like `ggml_vec_dot_f16`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(2);
     let (x, y) = (&x[..len], &y[..len]);
     let mut acc = [_mm256_setzero_ps(); 4];
     let (xc, yc) = (x.chunks_exact(64), y.chunks_exact(64));
@@ -363,7 +363,7 @@ pub(super) fn bf16x8(s: &[u8]) -> __m256 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(2);
     let (x, y) = (&x[..len], &y[..len]);
     let mut acc = [_mm256_setzero_ps(); 2];
     let (xc, yc) = (x.chunks_exact(32), y.chunks_exact(32));
@@ -382,7 +382,7 @@ pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(4).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(4);
     let (x, y) = (&x[..len], &y[..len]);
     let mut acc = [_mm256_setzero_ps(); 4];
     let (xc, yc) = (x.chunks_exact(128), y.chunks_exact(128));

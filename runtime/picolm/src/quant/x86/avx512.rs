@@ -283,7 +283,7 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.checked_mul(2).unwrap_or(usize::MAX);
+    let len = n.saturating_mul(2);
     let (x, y) = (&x[..len], &y[..len]);
     let mut acc = [_mm512_setzero_ps(); 4];
     let (xc, yc) = (x.chunks_exact(128), y.chunks_exact(128));

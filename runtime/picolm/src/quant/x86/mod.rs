@@ -43,7 +43,7 @@ pub(super) fn kernels(isa: Isa) -> Option<&'static Kernels> {
 macro_rules! simd_block_dot {
     ($wb:ty, $ab:ty, $len:expr, $f:path) => {{
         fn dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            debug_assert_eq!(n % $len, 0);
+            debug_assert!(n.is_multiple_of($len));
             let nb = n / $len;
             let (w, a) = (as_blocks::<$wb>(w, nb), as_blocks::<$ab>(a, nb));
             // SAFETY: reachable only through a table `kernels` returned after detecting the
