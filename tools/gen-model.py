@@ -57,6 +57,9 @@ PRESETS = {
     "tiny-qwen2": Preset(
         "qwen2", 256, 2, 4, 2, 768, "ggml-vocab-qwen2.gguf", 4096, n_ctx=512, tied=True, rope_theta=1000000.0
     ),
+    # Seeds for the GGUF reader's fuzz corpus: every structure of a real file in a few KiB.
+    "micro-llama": Preset("llama", 32, 1, 2, 1, 64, "ggml-vocab-llama-spm.gguf", 300, n_ctx=64),
+    "micro-qwen2": Preset("qwen2", 32, 1, 2, 1, 64, "ggml-vocab-qwen2.gguf", 300, n_ctx=64, tied=True),
     # The performance anchors of shared/PERF.md.
     "llama1b": Preset("llama", 2048, 22, 32, 4, 5632, "ggml-vocab-llama-spm.gguf", None),
     "qwen05b": Preset(

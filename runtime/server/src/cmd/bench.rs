@@ -51,7 +51,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut s = 0x2545_f491_4f6c_dd1du64;
     let prompt: Vec<u32> = (0..a.prompt_tokens)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % nv) as u32
         })
         .collect();
