@@ -107,6 +107,9 @@ pub async fn run(
         .boxed();
     let mut workers: BTreeMap<String, WorkerHandle> = BTreeMap::new();
     let mut seen: Option<BTreeSet<String>> = None;
+    // Pods whose worker has finished (deleted, or being deleted): not to be started again by the
+    // events that follow their deletion.
+    let mut done: BTreeSet<String> = BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
         let ev = tokio::select! {
@@ -136,7 +139,16 @@ pub async fn run(
                 if let Some(s) = seen.as_mut() {
                     s.insert(uid.clone());
                 }
-                workers.retain(|_, w| !w.task.is_finished());
+                workers.retain(|uid, w| {
+                    let finished = w.task.is_finished();
+                    if finished {
+                        done.insert(uid.clone());
+                    }
+                    !finished
+                });
+                if done.contains(&uid) {
+                    continue;
+                }
                 match workers.get(&uid) {
                     Some(w) => {
                         let _ = w.tx.send(Some(p));
@@ -158,8 +170,11 @@ pub async fn run(
                 }
             }
             watcher::Event::Delete(p) => {
-                if let Some(w) = p.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
-                    let _ = w.tx.send(None);
+                if let Some(uid) = p.metadata.uid.as_ref() {
+                    done.remove(uid);
+                    if let Some(w) = workers.get(uid) {
+                        let _ = w.tx.send(None);
+                    }
                 }
             }
         }

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube=warn".into()),
         )
+        .with_ansi(false)
         .init();
     let args = Args::parse();
     let client = kube::Client::try_default()

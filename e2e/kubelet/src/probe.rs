@@ -158,6 +158,44 @@ async fn http_get<'a>(
     }
 }
 
+/// The outcome after one attempt: it changes only once `success_threshold` consecutive
+/// successes or `failure_threshold` consecutive failures have been seen.
+pub fn next_state(
+    state: bool,
+    result: &anyhow::Result<()>,
+    successes: &mut i32,
+    failures: &mut i32,
+    success_threshold: i32,
+    failure_threshold: i32,
+) -> (bool, String) {
+    match result {
+        Ok(()) => {
+            *successes += 1;
+            *failures = 0;
+            (
+                if *successes >= success_threshold {
+                    true
+                } else {
+                    state
+                },
+                String::new(),
+            )
+        }
+        Err(e) => {
+            *failures += 1;
+            *successes = 0;
+            (
+                if *failures >= failure_threshold {
+                    false
+                } else {
+                    state
+                },
+                format!("{e:#}"),
+            )
+        }
+    }
+}
+
 /// Runs `probe` until the task is aborted, sending outcome changes to `tx`.
 pub async fn run(
     kind: ProbeKind,
@@ -179,28 +217,28 @@ pub async fn run(
     let (mut successes, mut failures) = (0, 0);
     loop {
         let result = attempt(&probe, &target).await;
-        let (ok, message) = match result {
-            Ok(()) => {
-                successes += 1;
-                failures = 0;
-                (successes >= success_threshold, String::new())
-            }
-            Err(e) => {
-                failures += 1;
-                successes = 0;
-                (!(failures >= failure_threshold), format!("{e:#}"))
-            }
-        };
-        let changed = ok != state;
-        let failing_again = !ok && !message.is_empty() && failures >= failure_threshold;
-        if changed || (failing_again && kind != ProbeKind::Readiness) {
+        let (ok, message) = next_state(
+            state,
+            &result,
+            &mut successes,
+            &mut failures,
+            success_threshold,
+            failure_threshold,
+        );
+        // Liveness and startup failures are reported each time the threshold is reached (the
+        // worker kills the container); readiness only on changes.
+        let repeat_failure = !ok && kind != ProbeKind::Readiness && failures >= failure_threshold;
+        if ok != state || repeat_failure {
             state = ok;
+            if repeat_failure {
+                failures = 0;
+            }
             let ev = ProbeEvent {
                 container,
                 generation,
                 kind,
                 success: ok,
-                message: message.clone(),
+                message,
             };
             if tx.send(ev).await.is_err() {
                 return;
@@ -210,5 +248,41 @@ pub async fn run(
             return; // a startup probe stops once it has succeeded
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: bool, results: &[bool], st: i32, ft: i32) -> Vec<bool> {
+        let (mut s, mut f, mut state) = (0, 0, start);
+        results
+            .iter()
+            .map(|ok| {
+                let r = if *ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("refused"))
+                };
+                state = next_state(state, &r, &mut s, &mut f, st, ft).0;
+                state
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outcome_changes_only_at_thresholds() {
+        // Readiness starts failing: early failures must not make it ready.
+        assert_eq!(
+            run(false, &[false, false, true], 1, 3),
+            [false, false, true]
+        );
+        assert_eq!(run(false, &[true, true], 2, 3), [false, true]);
+        // Liveness starts passing and fails only after failureThreshold in a row.
+        assert_eq!(
+            run(true, &[false, false, true, false, false, false], 1, 3),
+            [true, true, true, true, true, false]
+        );
     }
 }
