@@ -64,10 +64,27 @@ pub(super) fn h2f(b: [u8; 2]) -> f32 {
     ))))
 }
 
+/// Two f16 fields (little-endian bytes) → f32 lanes 0 and 1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_pair(a: [u8; 2], b: [u8; 2]) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+        a[0], a[1], b[0], b[1],
+    ])))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_ps128(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
@@ -140,14 +157,16 @@ pub(crate) fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut summs = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
-        summs += h2f(x.m) * h2f(y.s);
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        // [d·d', m·s] from one conversion per block side; lane 1 accumulates the mins.
+        let ds = _mm_mul_ps(half_pair(x.d, x.m), half_pair(y.d, y.s));
+        summs = _mm_add_ps(summs, ds);
+        let d = _mm256_broadcastss_ps(ds);
         let qx = bytes_from_nibbles_32(&x.qs);
         acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, load256(&y.qs)), acc);
     }
-    hsum_ps(acc) + summs
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -169,10 +188,12 @@ pub(crate) fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut summs = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
-        summs += h2f(x.m) * h2f(y.s);
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        // [d·d', m·s] from one conversion per block side; lane 1 accumulates the mins.
+        let ds = _mm_mul_ps(half_pair(x.d, x.m), half_pair(y.d, y.s));
+        summs = _mm_add_ps(summs, ds);
+        let d = _mm256_broadcastss_ps(ds);
         let hi = _mm256_and_si256(
             bytes_from_bits_32(u32::from_le_bytes(x.qh)),
             _mm256_set1_epi8(0x10),
@@ -180,7 +201,7 @@ pub(crate) fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
         let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
         acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, load256(&y.qs)), acc);
     }
-    hsum_ps(acc) + summs
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -201,27 +222,40 @@ pub(crate) fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 // K-quants
 // ---------------------------------------------------------------------------------------------
 
-/// Σ_j bsums[j] · mins[j / 2]: the contribution of the Q4_K/Q5_K mins, one i32 per block.
-#[inline(always)]
-pub(super) fn k4_min_sum(y: &BlockQ8K, m: &[u8; 8]) -> i32 {
-    (0..16).map(|j| y.bsum(j) * i32::from(m[j / 2])).sum()
+/// Σ_j bsums[j] · mins[j / 2], the contribution of the Q4_K/Q5_K mins, as four i32 lanes
+/// (sum them, or accumulate them in float lanes across blocks).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn k4_min_products(y: &BlockQ8K, m: &[u8; 8]) -> __m128i {
+    let bsums = load256(&y.bsums);
+    // Adjacent bsums share a min: [b0 + b1, b2 + b3, ...], |sum| ≤ 2·16·127 fits an i16.
+    let pairs = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(*m)));
+    _mm_madd_epi16(mins, pairs)
 }
 
-/// Σ_k bsums[k] · scales[k]: what Q6_K's -32 offset costs, subtracted once per block.
-#[inline(always)]
-pub(super) fn q6k_offset_sum(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
-    (0..16).map(|k| y.bsum(k) * i32::from(x.scales[k])).sum()
+/// 32 · Σ_k bsums[k] · scales[k] as eight i32 lanes: what Q6_K's -32 offset takes off a block
+/// whose quants were multiplied unsigned.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_offset(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
+    let prod = _mm256_madd_epi16(load256(&y.bsums), _mm256_cvtepi8_epi16(load128(&x.scales)));
+    _mm256_slli_epi32::<5>(prod)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut acc_m = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
         let (sc, m) = k4_scales_mins(&x.scales);
         let d = y.d() * h2f(x.d);
-        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
+        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
             let bits = load256(&x.qs[32 * c..]);
@@ -235,7 +269,7 @@ pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_ps(acc) - summs
+    hsum_ps(acc) - hsum_ps128(acc_m)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -243,11 +277,12 @@ pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut acc_m = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
         let (sc, m) = k4_scales_mins(&x.scales);
         let d = y.d() * h2f(x.d);
-        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
+        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
         let hbits = load256(&x.qh);
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
@@ -270,20 +305,18 @@ pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_ps(acc) - summs
+    hsum_ps(acc) - hsum_ps128(acc_m)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
-    let mut corr = 0.0f32;
     for (x, y) in x.iter().zip(y) {
         let d = y.d() * h2f(x.d);
-        // The quants are used unsigned (0..64); the -32 offset comes back through bsums.
-        corr += d * (32 * q6k_offset_sum(x, y)) as f32;
         let sc = |k: usize| i16::from(x.scales[k]);
-        let mut sumi = _mm256_setzero_si256();
+        // The quants are used unsigned (0..64); the -32 offset comes back through bsums.
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), q6k_offset(x, y));
         for h in 0..2 {
             let ql1 = load256(&x.ql[64 * h..]);
             let ql2 = load256(&x.ql[64 * h + 32..]);
@@ -314,7 +347,7 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_ps(acc) - corr
+    hsum_ps(acc)
 }
 
 // ---------------------------------------------------------------------------------------------

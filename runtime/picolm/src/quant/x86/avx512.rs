@@ -14,7 +14,7 @@
 use super::super::blocks::{
     BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, k4_scales_mins,
 };
-use super::avx2::{self, f16_bits, h2f, k4_min_sum, load128, load256, q6k_offset_sum};
+use super::avx2::{self, f16_bits, h2f, hsum_ps128, k4_min_products, load128, load256, q6k_offset};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -151,11 +151,12 @@ pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let m4 = _mm512_set1_epi8(0xF);
     let idx = [pair_index(0), pair_index(1), pair_index(2), pair_index(3)];
     let mut acc = _mm512_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut acc_m = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
         let (sc, m) = k4_scales_mins(&x.scales);
         let d = y.d() * h2f(x.d);
-        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
+        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
         let scv = scales_epi32(&sc);
         let mut sumi = zero;
         for (c, idx) in idx.iter().enumerate() {
@@ -169,7 +170,7 @@ pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) - summs
+    _mm512_reduce_add_ps(acc) - hsum_ps128(acc_m)
 }
 
 /// Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l: the
@@ -191,11 +192,12 @@ pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let idx = [pair_index(0), pair_index(1), pair_index(2), pair_index(3)];
     let bits = [q5k_bits(0), q5k_bits(1), q5k_bits(2), q5k_bits(3)];
     let mut acc = _mm512_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut acc_m = _mm_setzero_ps();
     for (x, y) in x.iter().zip(y) {
         let (sc, m) = k4_scales_mins(&x.scales);
         let d = y.d() * h2f(x.d);
-        summs += y.d() * h2f(x.dmin) * k4_min_sum(y, &m) as f32;
+        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
+        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
         let scv = scales_epi32(&sc);
         let qh = load256(&x.qh);
         let qh2 = join(qh, qh);
@@ -210,7 +212,7 @@ pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) - summs
+    _mm512_reduce_add_ps(acc) - hsum_ps128(acc_m)
 }
 
 /// Lane permutation for 64 Q6_K elements: four 16-element sub-blocks `4r..4r + 4`, each
@@ -247,13 +249,11 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m30 = _mm512_set1_epi8(0x30);
     let idx = [quad_index(0), quad_index(1), quad_index(2), quad_index(3)];
     let mut acc = _mm512_setzero_ps();
-    let mut corr = 0.0f32;
     for (x, y) in x.iter().zip(y) {
         let d = y.d() * h2f(x.d);
-        // Quants are used unsigned (0..64); the -32 offset comes back through bsums.
-        corr += d * (32 * q6k_offset_sum(x, y)) as f32;
         let scv = _mm512_cvtepi8_epi32(load128(&x.scales));
-        let mut sumi = zero;
+        // Quants are used unsigned (0..64); the -32 offset comes back through bsums.
+        let mut sumi = _mm512_sub_epi32(zero, _mm512_zextsi256_si512(q6k_offset(x, y)));
         for h in 0..2 {
             // ql[64h..64h + 64] = [ql1 | ql2]; pair it with [qh | qh >> 2] so that one set of
             // shifts and masks yields elements 0..64 (low nibbles) and 64..128 (high nibbles).
@@ -278,7 +278,7 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) - corr
+    _mm512_reduce_add_ps(acc)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
