@@ -10,7 +10,6 @@ pub(crate) const TAG_BIT_STRING: u8 = 0x03;
 pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
 pub(crate) const TAG_NULL: u8 = 0x05;
 pub(crate) const TAG_OID: u8 = 0x06;
-pub(crate) const TAG_ENUMERATED: u8 = 0x0A;
 pub(crate) const TAG_UTF8: u8 = 0x0C;
 pub(crate) const TAG_IA5: u8 = 0x16;
 pub(crate) const TAG_GENERALIZED_TIME: u8 = 0x18;
