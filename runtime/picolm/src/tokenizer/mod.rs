@@ -904,3 +904,5 @@ impl StreamDecoder {
     }
 }
 
+#[cfg(test)]
+mod tests;

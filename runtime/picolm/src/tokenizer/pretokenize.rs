@@ -139,7 +139,7 @@ impl Segment<'_> {
 
 impl PreTokenizer {
     /// Splits `text` into words (non-empty, in order, concatenating to `text`).
-    pub(crate) fn split<'t>(self, text: &'t str) -> Vec<&'t str> {
+    pub(crate) fn split(self, text: &str) -> Vec<&str> {
         let cpts: Vec<char> = text.chars().collect();
         let whole = vec![cpts.len()];
         let lens = match self {
