@@ -21,6 +21,11 @@ use crate::gguf::Metadata;
 const KEY_TEMPLATE: &str = "tokenizer.chat_template";
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Instructions one render may execute. A template comes with the model file, so a hostile or
+/// broken one (nested `range(100000)` loops) must fail instead of occupying the engine; real
+/// templates need a few hundred instructions per message.
+const RENDER_FUEL: u64 = 50_000_000;
+
 /// The template used when a model has none: ChatML, as llama.cpp falls back to.
 pub const CHATML: &str = "{%- for message in messages %}\
 {{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' }}\
@@ -99,6 +104,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_fuel(Some(RENDER_FUEL));
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |format: &str| {
@@ -516,6 +522,19 @@ mod tests {
     fn raise_exception_surfaces_its_message() {
         let err = render("{{ raise_exception('roles must alternate') }}", &[]).expect_err("raises");
         assert!(err.to_string().contains("roles must alternate"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let tpl =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = render(tpl, &[]).expect_err("out of fuel");
+        assert!(matches!(err, Error::Template(_)), "{err}");
+        // A long but ordinary conversation stays far below the limit.
+        let long: Vec<ChatMessage> = (0..5000)
+            .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, "hello there"))
+            .collect();
+        assert!(render(CHATML, &long).is_ok());
     }
 
     #[test]
