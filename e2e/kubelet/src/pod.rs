@@ -141,8 +141,7 @@ impl Ctr {
     }
 
     fn status(&self) -> ContainerStatus {
-        let state = if let (Some(pid), Some(at)) = (self.pid, self.started_at) {
-            let _ = pid;
+        let state = if let (true, Some(at)) = (self.running(), self.started_at) {
             ContainerState {
                 running: Some(ContainerStateRunning {
                     started_at: Some(Time(at)),
@@ -542,7 +541,7 @@ impl Worker {
             if let Some(i) = self
                 .ctrs
                 .iter()
-                .position(|c| c.init && !c.terminated.as_ref().is_some_and(|t| t.exit_code == 0))
+                .position(|c| c.init && c.terminated.as_ref().is_none_or(|t| t.exit_code != 0))
                 && !self.ctrs[i].running()
                 && self.ctrs[i].terminated.is_none()
                 && self.ctrs[i].restart_at.is_none_or(|t| t <= now)
@@ -782,16 +781,15 @@ impl Worker {
             return;
         }
         let name = c.spec.name.clone();
-        match (ev.kind, ev.success) {
-            (ProbeKind::Readiness, ok) => c.ready = ok,
-            (ProbeKind::Startup, true) => {
+        match ev.kind {
+            ProbeKind::Readiness => c.ready = ev.success,
+            ProbeKind::Startup if ev.success && !c.started => {
                 c.started = true;
                 c.ready = c.spec.readiness_probe.is_none();
-                let pid = c.pid.unwrap_or_default();
                 let target = probe::Target {
                     pod_ip: self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
                     ports: c.spec.ports.clone().unwrap_or_default(),
-                    pid,
+                    pid: c.pid.unwrap_or_default(),
                     env: c.env.clone(),
                 };
                 for (kind, p) in [
@@ -810,21 +808,23 @@ impl Worker {
                     }
                 }
             }
-            (ProbeKind::Startup | ProbeKind::Liveness, false) => {
-                if let Some(pid) = c.pid {
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
-                let note = format!(
-                    "Container {name} failed {} probe, will be restarted",
-                    ev.kind.name().to_lowercase()
-                );
-                self.event(EventType::Normal, "Killing", &note).await;
-            }
-            (ProbeKind::Liveness, true) => {}
+            ProbeKind::Startup | ProbeKind::Liveness => {}
         }
-        if !ev.success {
-            let note = format!("{} probe failed: {}", ev.kind.name(), ev.message);
+        if ev.restart
+            && let Some(pid) = c.pid
+        {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if let Some(why) = &ev.failure {
+            let note = format!("{} probe failed: {why}", ev.kind.name());
             self.event(EventType::Warning, "Unhealthy", &note).await;
+        }
+        if ev.restart {
+            let note = format!(
+                "Container {name} failed {} probe, will be restarted",
+                ev.kind.name().to_lowercase()
+            );
+            self.event(EventType::Normal, "Killing", &note).await;
         }
     }
 

@@ -34,6 +34,9 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
             body = b"ok"
+        elif self.path.startswith("/fetch/"):
+            # Pod-to-pod traffic: GET another pod's /healthz from this pod's network namespace.
+            body = urllib.request.urlopen("http://%s:8080/healthz" % self.path[len("/fetch/"):], timeout=5).read()
         elif self.path == "/info":
             ctx = ssl.create_default_context(cafile=str(SA / "ca.crt"))
             url = "https://%s:%s/version" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
@@ -314,6 +317,14 @@ async fn deployment_becomes_ready_and_serves_through_its_endpoint_slice() -> any
             "{info}"
         );
         ensure!(info["cwd"] == json!("/opt/e2e-web"), "{info}");
+    }
+    let ips: Vec<&String> = slice_ips.iter().collect();
+    for (from, to) in [(ips[0], ips[1]), (ips[1], ips[0])] {
+        let (status, body) = http_get(from, 8080, &format!("/fetch/{to}")).await?;
+        ensure!(
+            status == 200 && body == "ok",
+            "pod {from} → pod {to}: {status} {body}"
+        );
     }
     ensure!(
         !std::path::Path::new("/opt/e2e-web").exists(),
@@ -617,6 +628,12 @@ async fn crashing_containers_restart_and_deletion_honours_the_grace_period() -> 
         json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1}),
     ));
     create(&pods, &unready).await?;
+    // Nothing listens either: the liveness probe gets the container restarted.
+    let mut unlive = pod("unlive", "sleep 3600", 1);
+    unlive.spec.as_mut().context("spec")?.containers[0].liveness_probe = Some(obj(
+        json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2}),
+    ));
+    create(&pods, &unlive).await?;
 
     poll("crash to be restarted twice", TIMEOUT, || async {
         let p = pods.get("crash").await?;
@@ -641,6 +658,51 @@ async fn crashing_containers_restart_and_deletion_honours_the_grace_period() -> 
         ready.status == "False" && ready.reason.as_deref() == Some("ContainersNotReady"),
         "pod with a failing readiness probe: {ready:?}"
     );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), &ns);
+    poll(
+        "an Unhealthy event for the unready pod",
+        TIMEOUT,
+        || async {
+            let found = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Unhealthy")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("unready")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("Readiness probe failed"))
+                });
+            Ok(found.then_some(()))
+        },
+    )
+    .await?;
+
+    poll(
+        "unlive to be restarted by its liveness probe",
+        TIMEOUT,
+        || async {
+            let p = pods.get("unlive").await?;
+            let cs = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
+            let restarted = cs.first().is_some_and(|s| s.restart_count >= 1);
+            let killing = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Killing")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("unlive")
+                });
+            Ok((restarted && killing).then_some(()))
+        },
+    )
+    .await?;
 
     poll("stubborn to run", TIMEOUT, || async {
         let p = pods.get("stubborn").await?;
@@ -722,5 +784,80 @@ async fn helm_installs_and_uninstalls_a_chart() -> anyhow::Result<()> {
     })
     .await?;
     std::fs::remove_dir_all(&dir)?;
+    delete_namespace(&c, &ns).await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: run e2e/run-machinery-tests.sh"]
+async fn https_readiness_probe_against_a_secret_mounted_certificate() -> anyhow::Result<()> {
+    let c = client().await?;
+    let ns = namespace(&c, "tls").await?;
+    let dir = std::env::temp_dir().join(format!("e2e-tls-{ns}"));
+    std::fs::create_dir_all(&dir)?;
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", "/CN=e2e", "-days", "1", "-keyout"])
+        .arg(dir.join("tls.key"))
+        .arg("-out")
+        .arg(dir.join("tls.crt"))
+        .output()
+        .context("running openssl")?;
+    ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.join(f));
+    let secret: k8s_openapi::api::core::v1::Secret = obj(json!({
+        "metadata": {"name": "tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": read("tls.crt")?, "tls.key": read("tls.key")?},
+    }));
+    create(&Api::namespaced(c.clone(), &ns), &secret).await?;
+    std::fs::remove_dir_all(&dir)?;
+    let script = r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/etc/e2e-tls/tls.crt", "/etc/e2e-tls/tls.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let pod: Pod = obj(json!({
+        "metadata": {"name": "tls"},
+        "spec": {
+            "containers": [{
+                "name": "tls", "image": IMAGE, "command": ["python3", "-c", script],
+                "ports": [{"name": "https", "containerPort": 8443}],
+                "readinessProbe": {
+                    "httpGet": {"scheme": "HTTPS", "path": "/healthz", "port": "https"},
+                    "periodSeconds": 1,
+                },
+                "volumeMounts": [{"name": "tls", "mountPath": "/etc/e2e-tls", "readOnly": true}],
+            }],
+            "volumes": [{"name": "tls", "secret": {"secretName": "tls", "defaultMode": 0o400}}],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }));
+    create(&pods, &pod).await?;
+    poll("the HTTPS-probed pod to be Ready", TIMEOUT, || async {
+        let p = pods.get("tls").await?;
+        Ok((condition(&p, "Ready").map(|c| c.status.as_str()) == Some("True")).then_some(()))
+    })
+    .await?;
     delete_namespace(&c, &ns).await
 }
