@@ -164,16 +164,15 @@ impl ChatTemplate {
     }
 }
 
-/// A one-line description of a template error: what, and where in the template.
+/// A one-line description of a template error: what (for `raise_exception`, the template's
+/// own message), and where in the template.
 fn describe(e: &minijinja::Error) -> String {
     let what = e
         .detail()
         .map_or_else(|| e.kind().to_string(), str::to_owned);
-    match (e.kind(), e.line()) {
-        // The template's own message is the whole point of `raise_exception`.
-        (ErrorKind::InvalidOperation, _) if e.name().is_none() && e.line().is_none() => what,
-        (_, Some(line)) => format!("{what} (template line {line})"),
-        (_, None) => what,
+    match e.line() {
+        Some(line) => format!("{what} (template line {line})"),
+        None => what,
     }
 }
 

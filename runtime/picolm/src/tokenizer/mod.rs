@@ -48,6 +48,10 @@ impl Attr {
     const CONTROL: Attr = Attr(1 << 3);
     const USER_DEFINED: Attr = Attr(1 << 4);
     const BYTE: Attr = Attr(1 << 5);
+    /// Hidden unless special tokens are parsed or rendered.
+    const HIDDEN: Attr = Attr(Attr::CONTROL.0 | Attr::UNKNOWN.0);
+    /// Split out of raw text before tokenization, and rendered as their text.
+    const SPECIAL: Attr = Attr(Attr::CONTROL.0 | Attr::UNKNOWN.0 | Attr::USER_DEFINED.0);
 
     /// From `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
     fn from_token_type(t: i64) -> Attr {
@@ -522,11 +526,7 @@ impl Tokenizer {
         }
 
         let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&id| {
-                tokens[id as usize].attr.any(Attr(
-                    Attr::CONTROL.0 | Attr::USER_DEFINED.0 | Attr::UNKNOWN.0,
-                ))
-            })
+            .filter(|&id| tokens[id as usize].attr.any(Attr::SPECIAL))
             .collect();
         specials.sort_by_key(|&id| std::cmp::Reverse(tokens[id as usize].text.len()));
 
@@ -715,7 +715,7 @@ impl Tokenizer {
         fragments.push(Fragment::Text(text));
         for &id in &v.specials {
             let token = &v.tokens[id as usize];
-            if !parse_special && token.attr.any(Attr(Attr::CONTROL.0 | Attr::UNKNOWN.0)) {
+            if !parse_special && token.attr.any(Attr::HIDDEN) {
                 continue;
             }
             let needle = token.text.as_str();
@@ -761,7 +761,7 @@ impl Tokenizer {
     /// empty unless `render_special`.
     pub fn piece_bytes(&self, id: u32, render_special: bool) -> Result<&[u8]> {
         let token = self.token(id)?;
-        if !render_special && token.attr.any(Attr(Attr::CONTROL.0 | Attr::UNKNOWN.0)) {
+        if !render_special && token.attr.any(Attr::HIDDEN) {
             return Ok(&[]);
         }
         Ok(&self.vocab.pieces[id as usize])
@@ -816,9 +816,7 @@ enum Fragment<'t> {
 /// What a token renders as with special tokens rendered (llama.cpp's piece cache).
 fn render(kind: TokenizerKind, id: usize, token: &Token) -> Result<Vec<u8>> {
     let attr = token.attr;
-    if attr.any(Attr(
-        Attr::UNKNOWN.0 | Attr::CONTROL.0 | Attr::USER_DEFINED.0,
-    )) {
+    if attr.any(Attr::SPECIAL) {
         return Ok(token.text.as_bytes().to_vec());
     }
     if attr.any(Attr::NORMAL) {
