@@ -10,6 +10,9 @@
 # already be built: there is no network inside. Exits with CMD's status; when that is non-zero,
 # prints the cluster's objects, events and logs. Logs stay in the run folder
 # (default target/e2e-runs/<time>). Without --node: snp-0=sev-snp, tdx-0=tdx, cpu-0=none.
+# To keep a cluster up (a demo): `e2e/with-cluster.sh --run-dir D -- sleep infinity &`, then
+# `e2e/cluster-exec.sh D kubectl get pods -A`, and `e2e/cluster-exec.sh D --stop` to tear it down.
+# CMD's stdin is /dev/null: use cluster-exec.sh for an interactive shell.
 #
 # Needs root (or CAP_SYS_ADMIN + CAP_NET_ADMIN), unshare, nsenter, iproute2, openssl, curl.
 # E2E_BIN_DIR (default: from e2e/build-k8s-bins.sh) and E2E_KUBELET (default:
@@ -41,7 +44,9 @@ if [[ -z ${E2E_IN_NAMESPACE:-} ]]; then
     mkdir -p "$run_dir"
     run_dir=$(cd "$run_dir" && pwd)
     # A new network namespace (only lo: nothing can leave it) and a new PID namespace whose
-    # end kills every process started inside, whatever happens to the scripts.
+    # end kills every process started inside, whatever happens to the scripts. unshare keeps
+    # this PID; e2e/cluster-exec.sh enters the namespaces through it.
+    echo $$ >"$run_dir/namespace.pid"
     E2E_IN_NAMESPACE=1 exec unshare --net --pid --fork --mount-proc --kill-child -- \
         "$0" --run-dir "$run_dir" "${nodes[@]}" "${args[@]}" -- "$@"
 fi
@@ -52,8 +57,11 @@ teardown() {
     "$cluster" down "$run_dir" || true
     exit "$rc"
 }
+cmd_pid=""
 trap teardown EXIT
-trap 'exit 130' INT TERM
+# The command runs in the background so that a signal is handled at once (bash runs traps only
+# after a foreground child ends); it is stopped first.
+trap '[[ -n $cmd_pid ]] && kill -TERM "$cmd_pid" 2>/dev/null; exit 143' INT TERM
 
 if ! "$cluster" up "$run_dir" "${nodes[@]}" "${args[@]}"; then
     "$cluster" dump "$run_dir" >&2 || true
@@ -62,10 +70,11 @@ if ! "$cluster" up "$run_dir" "${nodes[@]}" "${args[@]}"; then
 fi
 # shellcheck disable=SC1091
 source "$run_dir/env"
-set +e
-"$@"
-rc=$?
-set -e
+"$@" &
+cmd_pid=$!
+rc=0
+wait "$cmd_pid" || rc=$?
+cmd_pid=""
 if ((rc != 0)); then
     "$cluster" dump "$run_dir" >&2 || true
     echo "with-cluster: command failed (exit $rc); logs in $run_dir" >&2
