@@ -22,7 +22,11 @@ pub(crate) fn read_tlv<'a>(what: &'static str, buf: &'a [u8]) -> Result<(u8, &'a
         .first()
         .ok_or_else(|| Error::malformed(what, 0, "empty DER value"))?;
     if tag & 0x1F == 0x1F {
-        return Err(Error::malformed(what, 0, "multi-byte DER tags are not accepted"));
+        return Err(Error::malformed(
+            what,
+            0,
+            "multi-byte DER tags are not accepted",
+        ));
     }
     let l0 = *buf
         .get(1)

@@ -12,7 +12,9 @@ pub enum Error {
         reason: String,
     },
     /// Input too short for a field.
-    #[error("truncated {what}: field `{field}` needs bytes {start:#x}..{end:#x}, only {len:#x} present")]
+    #[error(
+        "truncated {what}: field `{field}` needs bytes {start:#x}..{end:#x}, only {len:#x} present"
+    )]
     Truncated {
         what: &'static str,
         field: &'static str,

@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::TeeKind;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
-use crate::TeeKind;
 
 pub const BUNDLE_MAGIC: &[u8; 8] = b"A3SEVID1";
 const WHAT: &str = "evidence bundle";
@@ -87,7 +87,11 @@ impl EvidenceBundle {
         }
         let version = r.u16_le("version")?;
         if version != 1 {
-            return Err(Error::malformed(WHAT, 8, format!("version {version} unsupported, expected 1")));
+            return Err(Error::malformed(
+                WHAT,
+                8,
+                format!("version {version} unsupported, expected 1"),
+            ));
         }
         let kind_code = r.u8("kind")?;
         let kind = TeeKind::from_code(kind_code)
@@ -97,7 +101,11 @@ impl EvidenceBundle {
         }
         let count = r.u16_le("item_count")?;
         if count == 0 || count > MAX_ITEMS {
-            return Err(Error::malformed(WHAT, 12, format!("item_count {count} not in 1..={MAX_ITEMS}")));
+            return Err(Error::malformed(
+                WHAT,
+                12,
+                format!("item_count {count} not in 1..={MAX_ITEMS}"),
+            ));
         }
         let mut b = EvidenceBundle::new(kind, Vec::new());
         let mut seen = [false; 6];
@@ -106,7 +114,11 @@ impl EvidenceBundle {
             let tag = r.u16_le("item tag")?;
             let len = r.u32_le("item length")? as usize;
             if len > MAX_ITEM_LEN {
-                return Err(Error::malformed(WHAT, off + 2, format!("item length {len} exceeds {MAX_ITEM_LEN}")));
+                return Err(Error::malformed(
+                    WHAT,
+                    off + 2,
+                    format!("item length {len} exceeds {MAX_ITEM_LEN}"),
+                ));
             }
             let v = r.take("item value", len)?;
             let slot = match tag {
@@ -118,7 +130,11 @@ impl EvidenceBundle {
                 t => return Err(Error::malformed(WHAT, off, format!("unknown item tag {t}"))),
             };
             if *slot {
-                return Err(Error::malformed(WHAT, off, format!("duplicate item tag {tag}")));
+                return Err(Error::malformed(
+                    WHAT,
+                    off,
+                    format!("duplicate item tag {tag}"),
+                ));
             }
             *slot = true;
             let v = v.to_vec();
@@ -134,7 +150,11 @@ impl EvidenceBundle {
             return Err(Error::malformed(WHAT, r.pos(), "no evidence item (tag 1)"));
         }
         if r.remaining() != 0 {
-            return Err(Error::malformed(WHAT, r.pos(), format!("{} trailing bytes", r.remaining())));
+            return Err(Error::malformed(
+                WHAT,
+                r.pos(),
+                format!("{} trailing bytes", r.remaining()),
+            ));
         }
         Ok(b)
     }
@@ -169,7 +189,10 @@ impl AttestationDocument {
             return Err(Error::malformed(
                 WHAT,
                 10,
-                format!("teeType {:?} disagrees with bundle kind {:?}", self.tee_type, b.kind),
+                format!(
+                    "teeType {:?} disagrees with bundle kind {:?}",
+                    self.tee_type, b.kind
+                ),
             ));
         }
         Ok(b)
@@ -178,7 +201,11 @@ impl AttestationDocument {
 
 impl AttestationDocument {
     /// The document a server returns for `bundle`, produced with `report_data` inputs.
-    pub fn from_bundle(bundle: &EvidenceBundle, inputs: &crate::ReportData, model: Option<String>) -> Self {
+    pub fn from_bundle(
+        bundle: &EvidenceBundle,
+        inputs: &crate::ReportData,
+        model: Option<String>,
+    ) -> Self {
         use base64::Engine;
         AttestationDocument {
             tee_type: bundle.kind,

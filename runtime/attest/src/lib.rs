@@ -19,6 +19,7 @@ pub mod asn1;
 pub mod attester;
 pub mod error;
 pub mod evidence;
+pub mod fuzzing;
 pub mod kds;
 pub mod model_crypt;
 pub mod model_seal;

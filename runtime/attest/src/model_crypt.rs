@@ -95,12 +95,23 @@ impl StaticKeyProvider {
         StaticKeyProvider(key)
     }
     pub fn from_file(path: &Path) -> Result<Self> {
-        let t = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?);
-        Ok(StaticKeyProvider(ModelKey::from_hex(&path.display().to_string(), &t)?))
+        let t = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?,
+        );
+        Ok(StaticKeyProvider(ModelKey::from_hex(
+            &path.display().to_string(),
+            &t,
+        )?))
     }
     pub fn from_env(var: &str) -> Result<Self> {
-        let t = Zeroizing::new(std::env::var(var).map_err(|_| Error::Key { source_name: format!("${var}"), reason: "not set".into() })?);
-        Ok(StaticKeyProvider(ModelKey::from_hex(&format!("${var}"), &t)?))
+        let t = Zeroizing::new(std::env::var(var).map_err(|_| Error::Key {
+            source_name: format!("${var}"),
+            reason: "not set".into(),
+        })?);
+        Ok(StaticKeyProvider(ModelKey::from_hex(
+            &format!("${var}"),
+            &t,
+        )?))
     }
 }
 
@@ -112,7 +123,14 @@ impl KeyProvider for StaticKeyProvider {
         if &self.0.key_id() == key_id {
             Ok(self.0.clone())
         } else {
-            Err(Error::Key { source_name: "static key".into(), reason: format!("file needs key id {}, have {}", hex::encode(key_id), hex::encode(self.0.key_id())) })
+            Err(Error::Key {
+                source_name: "static key".into(),
+                reason: format!(
+                    "file needs key id {}, have {}",
+                    hex::encode(key_id),
+                    hex::encode(self.0.key_id())
+                ),
+            })
         }
     }
 }
@@ -133,7 +151,10 @@ impl KeyProvider for RotatingKeyProvider {
             .chain(&self.previous)
             .find(|k| &k.key_id() == key_id)
             .cloned()
-            .ok_or_else(|| Error::Key { source_name: "rotating keys".into(), reason: format!("no key with id {}", hex::encode(key_id)) })
+            .ok_or_else(|| Error::Key {
+                source_name: "rotating keys".into(),
+                reason: format!("no key with id {}", hex::encode(key_id)),
+            })
     }
 }
 
@@ -156,7 +177,13 @@ impl Header {
         raw[16..24].copy_from_slice(&plaintext_len.to_be_bytes());
         raw[24..32].copy_from_slice(&nonce_prefix);
         raw[32..64].copy_from_slice(&key_id);
-        Header { chunk_size, plaintext_len, nonce_prefix, key_id, raw }
+        Header {
+            chunk_size,
+            plaintext_len,
+            nonce_prefix,
+            key_id,
+            raw,
+        }
     }
 
     /// Strict parse of the 64 header bytes.
@@ -170,7 +197,10 @@ impl Header {
         }
         let version = f.u16_be("version")?;
         if version != VERSION {
-            return Err(bad(8, format!("version {version} unsupported, expected {VERSION}")));
+            return Err(bad(
+                8,
+                format!("version {version} unsupported, expected {VERSION}"),
+            ));
         }
         let flags = f.u16_be("flags")?;
         if flags != 0 {
@@ -178,15 +208,27 @@ impl Header {
         }
         let chunk_size = f.u32_be("chunk_size")?;
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-            return Err(bad(12, format!("chunk size {chunk_size} not in {MIN_CHUNK}..={MAX_CHUNK}")));
+            return Err(bad(
+                12,
+                format!("chunk size {chunk_size} not in {MIN_CHUNK}..={MAX_CHUNK}"),
+            ));
         }
         let plaintext_len = f.u64_be("plaintext_len")?;
         if plaintext_len > MAX_PLAINTEXT {
-            return Err(bad(16, format!("plaintext length {plaintext_len} exceeds {MAX_PLAINTEXT}")));
+            return Err(bad(
+                16,
+                format!("plaintext length {plaintext_len} exceeds {MAX_PLAINTEXT}"),
+            ));
         }
         let nonce_prefix = f.array("nonce_prefix")?;
         let key_id = f.array("key_id")?;
-        Ok(Header { chunk_size, plaintext_len, nonce_prefix, key_id, raw })
+        Ok(Header {
+            chunk_size,
+            plaintext_len,
+            nonce_prefix,
+            key_id,
+            raw,
+        })
     }
     pub fn chunk_count(&self) -> u64 {
         self.plaintext_len.div_ceil(self.chunk_size as u64).max(1)
@@ -218,35 +260,60 @@ impl Header {
 }
 
 /// Encrypt `src` to `dst` with `key`. Returns the header and the plaintext SHA-256.
-pub fn encrypt_file(src: &Path, dst: &Path, key: &ModelKey, chunk_size: u32) -> Result<(Header, [u8; 32])> {
+pub fn encrypt_file(
+    src: &Path,
+    dst: &Path,
+    key: &ModelKey,
+    chunk_size: u32,
+) -> Result<(Header, [u8; 32])> {
     if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-        return Err(Error::Encrypted(format!("chunk size {chunk_size} not in {MIN_CHUNK}..={MAX_CHUNK}")));
+        return Err(Error::Encrypted(format!(
+            "chunk size {chunk_size} not in {MIN_CHUNK}..={MAX_CHUNK}"
+        )));
     }
     let mut input = File::open(src).map_err(|e| Error::io(src.display(), e))?;
-    let len = input.metadata().map_err(|e| Error::io(src.display(), e))?.len();
+    let len = input
+        .metadata()
+        .map_err(|e| Error::io(src.display(), e))?
+        .len();
     if len > MAX_PLAINTEXT {
-        return Err(Error::Encrypted(format!("{}: {len} bytes exceeds {MAX_PLAINTEXT}", src.display())));
+        return Err(Error::Encrypted(format!(
+            "{}: {len} bytes exceeds {MAX_PLAINTEXT}",
+            src.display()
+        )));
     }
     let mut prefix = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut prefix);
     let header = Header::new(chunk_size, len, prefix, key.key_id());
     if header.chunk_count() > u32::MAX as u64 {
-        return Err(Error::Encrypted("too many chunks; use a larger chunk size".into()));
+        return Err(Error::Encrypted(
+            "too many chunks; use a larger chunk size".into(),
+        ));
     }
     let tmp = dst.with_extension("enc.partial");
     let mut out = File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-    out.write_all(&header.raw).map_err(|e| Error::io(tmp.display(), e))?;
+    out.write_all(&header.raw)
+        .map_err(|e| Error::io(tmp.display(), e))?;
     let cipher = key.cipher();
     let mut digest = Sha256::new();
     let mut buf = Zeroizing::new(vec![0u8; chunk_size as usize]);
     for i in 0..header.chunk_count() {
         let n = header.chunk_plain_len(i);
-        input.read_exact(&mut buf[..n]).map_err(|e| Error::io(src.display(), e))?;
+        input
+            .read_exact(&mut buf[..n])
+            .map_err(|e| Error::io(src.display(), e))?;
         digest.update(&buf[..n]);
         let ct = cipher
-            .encrypt(&Nonce::from(header.nonce(i)), Payload { msg: &buf[..n], aad: &header.aad(i) })
+            .encrypt(
+                &Nonce::from(header.nonce(i)),
+                Payload {
+                    msg: &buf[..n],
+                    aad: &header.aad(i),
+                },
+            )
             .map_err(|_| Error::Encrypted("AES-GCM encryption failed".into()))?;
-        out.write_all(&ct).map_err(|e| Error::io(tmp.display(), e))?;
+        out.write_all(&ct)
+            .map_err(|e| Error::io(tmp.display(), e))?;
     }
     out.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
     std::fs::rename(&tmp, dst).map_err(|e| Error::io(dst.display(), e))?;
@@ -267,14 +334,27 @@ impl EncryptedModel {
     pub fn open(path: &Path, keys: &dyn KeyProvider) -> Result<EncryptedModel> {
         let mut file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
         let mut raw = [0u8; HEADER_LEN];
-        file.read_exact(&mut raw).map_err(|e| Error::Encrypted(format!("{}: header: {e}", path.display())))?;
+        file.read_exact(&mut raw)
+            .map_err(|e| Error::Encrypted(format!("{}: header: {e}", path.display())))?;
         let header = Header::parse(&raw)?;
-        let actual = file.metadata().map_err(|e| Error::io(path.display(), e))?.len();
+        let actual = file
+            .metadata()
+            .map_err(|e| Error::io(path.display(), e))?
+            .len();
         if actual != header.file_len() {
-            return Err(Error::Encrypted(format!("{}: file is {actual} bytes, header implies {} (truncated or extended)", path.display(), header.file_len())));
+            return Err(Error::Encrypted(format!(
+                "{}: file is {actual} bytes, header implies {} (truncated or extended)",
+                path.display(),
+                header.file_len()
+            )));
         }
         let key = keys.key_for(&header.key_id)?;
-        Ok(EncryptedModel { file, path: path.to_path_buf(), header, key })
+        Ok(EncryptedModel {
+            file,
+            path: path.to_path_buf(),
+            header,
+            key,
+        })
     }
 
     pub fn plaintext_len(&self) -> u64 {
@@ -284,22 +364,46 @@ impl EncryptedModel {
     /// Decrypt chunk `i` into a zeroizing buffer.
     pub fn decrypt_chunk(&self, i: u64) -> Result<Zeroizing<Vec<u8>>> {
         if i >= self.header.chunk_count() {
-            return Err(Error::Encrypted(format!("chunk {i} out of range (0..{})", self.header.chunk_count())));
+            return Err(Error::Encrypted(format!(
+                "chunk {i} out of range (0..{})",
+                self.header.chunk_count()
+            )));
         }
         let n = self.header.chunk_plain_len(i) + TAG_LEN;
         let off = HEADER_LEN as u64 + i * (self.header.chunk_size as u64 + TAG_LEN as u64);
         let mut ct = vec![0u8; n];
-        self.file.read_exact_at(&mut ct, off).map_err(|e| Error::io(self.path.display(), e))?;
+        self.file
+            .read_exact_at(&mut ct, off)
+            .map_err(|e| Error::io(self.path.display(), e))?;
         self.key
             .cipher()
-            .decrypt(&Nonce::from(self.header.nonce(i)), Payload { msg: &ct, aad: &self.header.aad(i) })
+            .decrypt(
+                &Nonce::from(self.header.nonce(i)),
+                Payload {
+                    msg: &ct,
+                    aad: &self.header.aad(i),
+                },
+            )
             .map(Zeroizing::new)
-            .map_err(|_| Error::Encrypted(format!("{}: chunk {i} fails authentication (wrong key, edited, reordered or spliced)", self.path.display())))
+            .map_err(|_| {
+                Error::Encrypted(format!(
+                    "{}: chunk {i} fails authentication (wrong key, edited, reordered or spliced)",
+                    self.path.display()
+                ))
+            })
     }
 
     /// Streaming mode: plaintext bytes `offset..offset+len`, decrypting only the chunks covering it.
     pub fn read_range(&self, offset: u64, len: usize) -> Result<Zeroizing<Vec<u8>>> {
-        let end = offset.checked_add(len as u64).filter(|e| *e <= self.header.plaintext_len).ok_or_else(|| Error::Encrypted(format!("range {offset}+{len} beyond plaintext length {}", self.header.plaintext_len)))?;
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|e| *e <= self.header.plaintext_len)
+            .ok_or_else(|| {
+                Error::Encrypted(format!(
+                    "range {offset}+{len} beyond plaintext length {}",
+                    self.header.plaintext_len
+                ))
+            })?;
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         if len == 0 {
             return Ok(out);
@@ -316,7 +420,11 @@ impl EncryptedModel {
     }
 
     /// Decrypt every chunk in order, feeding `sink`, and check the plaintext SHA-256 against `pinned`.
-    pub fn for_each_chunk(&self, pinned: Option<&[u8; 32]>, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<[u8; 32]> {
+    pub fn for_each_chunk(
+        &self,
+        pinned: Option<&[u8; 32]>,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<[u8; 32]> {
         let mut h = Sha256::new();
         for i in 0..self.header.chunk_count() {
             let c = self.decrypt_chunk(i)?;
@@ -327,7 +435,11 @@ impl EncryptedModel {
         if let Some(p) = pinned
             && p != &d
         {
-            return Err(Error::Encrypted(format!("plaintext sha256 {} differs from the pinned {}", hex::encode(d), hex::encode(p))));
+            return Err(Error::Encrypted(format!(
+                "plaintext sha256 {} differs from the pinned {}",
+                hex::encode(d),
+                hex::encode(p)
+            )));
         }
         Ok(d)
     }
@@ -350,14 +462,28 @@ impl EncryptedModel {
     }
 
     /// File mode: plaintext in a temporary file in `dir` (mode 0600), overwritten and removed on drop.
-    pub fn decrypt_to_temp_file(&self, dir: &Path, pinned: Option<&[u8; 32]>) -> Result<TempPlaintext> {
+    pub fn decrypt_to_temp_file(
+        &self,
+        dir: &Path,
+        pinned: Option<&[u8; 32]>,
+    ) -> Result<TempPlaintext> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut name = [0u8; 12];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
         let path = dir.join(format!(".a3s-plain-{}", hex::encode(name)));
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| Error::io(path.display(), e))?;
-        let t = TempPlaintext { path: path.clone(), len: self.header.plaintext_len };
-        self.for_each_chunk(pinned, |c| f.write_all(c).map_err(|e| Error::io(path.display(), e)))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        let t = TempPlaintext {
+            path: path.clone(),
+            len: self.header.plaintext_len,
+        };
+        self.for_each_chunk(pinned, |c| {
+            f.write_all(c).map_err(|e| Error::io(path.display(), e))
+        })?;
         f.sync_all().map_err(|e| Error::io(path.display(), e))?;
         Ok(t)
     }
@@ -371,7 +497,12 @@ pub struct LockedPlaintext {
 
 impl std::fmt::Debug for LockedPlaintext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LockedPlaintext({} bytes, locked: {})", self.buf.len(), self._lock.is_some())
+        write!(
+            f,
+            "LockedPlaintext({} bytes, locked: {})",
+            self.buf.len(),
+            self._lock.is_some()
+        )
     }
 }
 

@@ -54,7 +54,8 @@ pub fn signing_key_hex(k: &SigningKey) -> Zeroizing<String> {
 
 /// Load a signing key from a hex file.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?);
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?);
     let seed = Zeroizing::new(parse_hex::<32>(&path.display().to_string(), text.trim())?);
     Ok(SigningKey::from_bytes(&seed))
 }
@@ -62,7 +63,8 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
 /// Parse a public key (64 hex).
 pub fn parse_verifying_key(field: &str, hex_key: &str) -> Result<VerifyingKey> {
     let b = parse_hex::<32>(field, hex_key)?;
-    VerifyingKey::from_bytes(&b).map_err(|e| Error::Seal(format!("{field}: not an Ed25519 public key: {e}")))
+    VerifyingKey::from_bytes(&b)
+        .map_err(|e| Error::Seal(format!("{field}: not an Ed25519 public key: {e}")))
 }
 
 /// Sign a model digest; returns the signature hex written to `.sig` files.
@@ -74,7 +76,12 @@ pub fn sign(key: &SigningKey, model_sha256: &[u8; 32]) -> String {
 pub fn verify(key: &VerifyingKey, model_sha256: &[u8; 32], sig_hex: &str) -> Result<()> {
     let sig = parse_hex::<64>("signature", sig_hex)?;
     key.verify(&seal_message(model_sha256), &Signature::from_bytes(&sig))
-        .map_err(|_| Error::Seal(format!("signature does not verify for model sha256 {}", hex::encode(model_sha256))))
+        .map_err(|_| {
+            Error::Seal(format!(
+                "signature does not verify for model sha256 {}",
+                hex::encode(model_sha256)
+            ))
+        })
 }
 
 /// Seal a file: hash it, sign, write `<file>.sig`. Returns (sha256, sig path).
@@ -87,12 +94,21 @@ pub fn seal_file(model: &Path, key: &SigningKey) -> Result<([u8; 32], PathBuf)> 
 
 /// Verify a model at load: its digest must equal `pinned` (when given) and its `.sig` must
 /// verify under `key`. Returns the digest.
-pub fn verify_file(model: &Path, key: &VerifyingKey, pinned: Option<&[u8; 32]>) -> Result<[u8; 32]> {
+pub fn verify_file(
+    model: &Path,
+    key: &VerifyingKey,
+    pinned: Option<&[u8; 32]>,
+) -> Result<[u8; 32]> {
     let digest = sha256_file(model)?;
     if let Some(p) = pinned
         && p != &digest
     {
-        return Err(Error::Seal(format!("{}: sha256 {} differs from the pinned {}", model.display(), hex::encode(digest), hex::encode(p))));
+        return Err(Error::Seal(format!(
+            "{}: sha256 {} differs from the pinned {}",
+            model.display(),
+            hex::encode(digest),
+            hex::encode(p)
+        )));
     }
     let sp = sig_path(model);
     let sig = std::fs::read_to_string(&sp).map_err(|e| Error::io(sp.display(), e))?;

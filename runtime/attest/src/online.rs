@@ -33,11 +33,19 @@ pub struct OnlineAttestation {
 }
 
 fn split_url(url: &str) -> Result<(String, u16)> {
-    let bad = |r: &str| Error::Fetch { url: url.to_string(), reason: r.to_string() };
-    let rest = url.strip_prefix("https://").ok_or_else(|| bad("only https:// URLs are supported"))?;
+    let bad = |r: &str| Error::Fetch {
+        url: url.to_string(),
+        reason: r.to_string(),
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("only https:// URLs are supported"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| bad("bad port"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().map_err(|_| bad("bad port"))?,
+        ),
         _ => (hostport.to_string(), 443),
     };
     if host.is_empty() {
@@ -48,8 +56,17 @@ fn split_url(url: &str) -> Result<(String, u16)> {
 
 /// Attest the server at `url` (e.g. `https://10.0.0.5:8443`). `model` is the served model name;
 /// `model_sha256` the digest it must bind. `now` is the verification time (`None` = system time).
-pub fn attest_url(url: &str, policy: &Policy, model: Option<&str>, model_sha256: Option<[u8; 32]>, now: Option<OffsetDateTime>) -> Result<OnlineAttestation> {
-    let fetch_err = |r: String| Error::Fetch { url: url.to_string(), reason: r };
+pub fn attest_url(
+    url: &str,
+    policy: &Policy,
+    model: Option<&str>,
+    model_sha256: Option<[u8; 32]>,
+    now: Option<OffsetDateTime>,
+) -> Result<OnlineAttestation> {
+    let fetch_err = |r: String| Error::Fetch {
+        url: url.to_string(),
+        reason: r,
+    };
     let (host, port) = split_url(url)?;
     let mut verifier = RaTlsVerifier::new(policy.clone(), model_sha256);
     if let Some(t) = now {
@@ -58,8 +75,10 @@ pub fn attest_url(url: &str, policy: &Policy, model: Option<&str>, model_sha256:
     let verifier = Arc::new(verifier);
     let config = Arc::new(verifier.clone().client_config()?);
     let name = ServerName::try_from(host.clone()).map_err(|e| fetch_err(e.to_string()))?;
-    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| fetch_err(e.to_string()))?;
-    let mut sock = TcpStream::connect((host.as_str(), port)).map_err(|e| fetch_err(e.to_string()))?;
+    let mut conn =
+        rustls::ClientConnection::new(config, name).map_err(|e| fetch_err(e.to_string()))?;
+    let mut sock =
+        TcpStream::connect((host.as_str(), port)).map_err(|e| fetch_err(e.to_string()))?;
     sock.set_read_timeout(Some(Duration::from_secs(30))).ok();
     sock.set_write_timeout(Some(Duration::from_secs(30))).ok();
 
@@ -77,7 +96,9 @@ pub fn attest_url(url: &str, policy: &Policy, model: Option<&str>, model_sha256:
             }
         }
     }
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
     let hs = tls.write_all(req.as_bytes());
     let handshake = verifier.last_verdict();
@@ -88,7 +109,12 @@ pub fn attest_url(url: &str, policy: &Policy, model: Option<&str>, model_sha256:
         }));
     }
     let handshake = handshake.ok_or_else(|| fetch_err("handshake produced no verdict".into()))?;
-    let peer = tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).ok_or_else(|| fetch_err("no peer certificate".into()))?;
+    let peer = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or_else(|| fetch_err("no peer certificate".into()))?;
     let peer_spki = {
         let c = crate::x509::parse_cert("peer", &peer)?;
         spki_sha256(c.public_key().raw)
@@ -110,31 +136,58 @@ pub fn attest_url(url: &str, policy: &Policy, model: Option<&str>, model_sha256:
         }
     }
     let body = http_body(&raw).map_err(fetch_err)?;
-    let document: AttestationDocument = serde_json::from_slice(body).map_err(|e| fetch_err(format!("attestation JSON: {e}")))?;
+    let document: AttestationDocument =
+        serde_json::from_slice(body).map_err(|e| fetch_err(format!("attestation JSON: {e}")))?;
     let bundle = document.bundle()?;
-    let exp = Expectations { nonce, tls_spki_sha256: peer_spki, model_sha256, nonce_issued_at: Some(issued) };
-    let fresh = verify(&bundle, &exp, policy, now.unwrap_or_else(OffsetDateTime::now_utc));
-    Ok(OnlineAttestation { handshake, fresh, document })
+    let exp = Expectations {
+        nonce,
+        tls_spki_sha256: peer_spki,
+        model_sha256,
+        nonce_issued_at: Some(issued),
+    };
+    let fresh = verify(
+        &bundle,
+        &exp,
+        policy,
+        now.unwrap_or_else(OffsetDateTime::now_utc),
+    );
+    Ok(OnlineAttestation {
+        handshake,
+        fresh,
+        document,
+    })
 }
 
 /// The body of a complete HTTP/1.1 200 response with Content-Length (or read to close).
 fn http_body(raw: &[u8]) -> std::result::Result<&[u8], String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header terminator")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header terminator")?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| "non-UTF-8 HTTP header")?;
     let body = &raw[split + 4..];
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
     let code = status.split(' ').nth(1).unwrap_or("");
     if code != "200" {
-        return Err(format!("HTTP status {status:?}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        return Err(format!(
+            "HTTP status {status:?}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
     }
     let mut len = None;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
-                len = Some(v.trim().parse::<usize>().map_err(|_| "bad Content-Length")?);
+                len = Some(
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| "bad Content-Length")?,
+                );
             }
-            if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+            {
                 return Err("chunked responses are not supported".into());
             }
         }

@@ -56,7 +56,11 @@ pub struct ReferenceValueSet {
 pub struct SnpReferenceValues {
     /// Allowed launch measurements (96 hex characters each). Must not be empty.
     pub measurements: Vec<String>,
-    #[serde(default, rename = "minimumTCB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "minimumTCB",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_tcb: Option<MinimumTcb>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_policy: Option<GuestPolicyRequirements>,
@@ -189,7 +193,11 @@ impl Default for Freshness {
 pub struct CollateralSources {
     #[serde(default, rename = "amdKdsURL", skip_serializing_if = "Option::is_none")]
     pub amd_kds_url: Option<String>,
-    #[serde(default, rename = "intelPcsURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "intelPcsURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub intel_pcs_url: Option<String>,
 }
 
@@ -269,7 +277,10 @@ impl Policy {
 
     /// Check every value's shape; errors name the field path.
     pub fn validate(&self) -> Result<()> {
-        parse_duration("freshness.reattestInterval", &self.freshness.reattest_interval)?;
+        parse_duration(
+            "freshness.reattestInterval",
+            &self.freshness.reattest_interval,
+        )?;
         parse_duration("freshness.maxEvidenceAge", &self.freshness.max_evidence_age)?;
         for (i, m) in self.deny_list.measurements.iter().enumerate() {
             check_hex(format!("denyList.measurements[{i}]"), m, 96)?;
@@ -358,7 +369,10 @@ impl Policy {
     }
     /// `freshness.reattestInterval` as a duration.
     pub fn reattest_interval(&self) -> Duration {
-        parse_duration("freshness.reattestInterval", &self.freshness.reattest_interval)
-            .unwrap_or(Duration::from_secs(300))
+        parse_duration(
+            "freshness.reattestInterval",
+            &self.freshness.reattest_interval,
+        )
+        .unwrap_or(Duration::from_secs(300))
     }
 }

@@ -43,9 +43,17 @@ impl std::fmt::Debug for RaTlsCertificate {
 
 impl RaTlsCertificate {
     /// rustls server identity.
-    pub fn certified_key(&self) -> Result<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)> {
+    pub fn certified_key(
+        &self,
+    ) -> Result<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )> {
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(self.key_der.to_vec());
-        Ok((vec![CertificateDer::from(self.cert_der.clone())], key.into()))
+        Ok((
+            vec![CertificateDer::from(self.cert_der.clone())],
+            key.into(),
+        ))
     }
     /// Time to rotate: a quarter of the lifetime before expiry.
     pub fn needs_rotation(&self, now: OffsetDateTime, lifetime: Duration) -> bool {
@@ -54,18 +62,34 @@ impl RaTlsCertificate {
 }
 
 /// Issue a certificate valid from `now - 1 min` for `lifetime`, embedding fresh evidence.
-pub fn issue(attester: &dyn Attester, model_sha256: [u8; 32], lifetime: Duration, now: OffsetDateTime) -> Result<RaTlsCertificate> {
+pub fn issue(
+    attester: &dyn Attester,
+    model_sha256: [u8; 32],
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<RaTlsCertificate> {
     let err = |e: rcgen::Error| Error::RaTls(e.to_string());
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
     let spki_hash = spki_sha256(&key.public_key_der());
-    let rd = ReportData { nonce: [0; 32], tls_spki_sha256: spki_hash, model_sha256 };
+    let rd = ReportData {
+        nonce: [0; 32],
+        tls_spki_sha256: spki_hash,
+        model_sha256,
+    };
     let bundle = attester.attest(&rd.to_bytes())?;
     let mut params = rcgen::CertificateParams::new(vec!["a3s-power".to_string()]).map_err(err)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "a3s-power RA-TLS");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "a3s-power RA-TLS");
     params.not_before = now - time::Duration::minutes(1);
     let not_after = now + lifetime;
     params.not_after = not_after;
-    params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(RA_TLS_EVIDENCE_ARCS, bundle.encode()));
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            RA_TLS_EVIDENCE_ARCS,
+            bundle.encode(),
+        ));
     let cert = params.self_signed(&key).map_err(err)?;
     Ok(RaTlsCertificate {
         cert_der: cert.der().to_vec(),
@@ -83,7 +107,9 @@ pub fn parse_ra_tls_cert(der: &[u8]) -> Result<(EvidenceBundle, [u8; 32])> {
     for e in cert.extensions() {
         if e.oid.to_id_string() == RA_TLS_EVIDENCE {
             if e.critical {
-                return Err(Error::RaTls("evidence extension must be non-critical".into()));
+                return Err(Error::RaTls(
+                    "evidence extension must be non-critical".into(),
+                ));
             }
             if found.is_some() {
                 return Err(Error::RaTls("duplicate evidence extension".into()));
@@ -91,17 +117,31 @@ pub fn parse_ra_tls_cert(der: &[u8]) -> Result<(EvidenceBundle, [u8; 32])> {
             found = Some(e.value);
         }
     }
-    let raw = found.ok_or_else(|| Error::RaTls(format!("no evidence extension {RA_TLS_EVIDENCE}")))?;
-    Ok((EvidenceBundle::decode(raw)?, spki_sha256(cert.public_key().raw)))
+    let raw =
+        found.ok_or_else(|| Error::RaTls(format!("no evidence extension {RA_TLS_EVIDENCE}")))?;
+    Ok((
+        EvidenceBundle::decode(raw)?,
+        spki_sha256(cert.public_key().raw),
+    ))
 }
 
 /// Verify an RA-TLS certificate: its own validity at `now`, then the evidence with nonce = zeros
 /// and its SPKI.
-pub fn verify_ra_tls_cert(der: &[u8], policy: &Policy, model_sha256: Option<[u8; 32]>, now: OffsetDateTime) -> Result<Verdict> {
+pub fn verify_ra_tls_cert(
+    der: &[u8],
+    policy: &Policy,
+    model_sha256: Option<[u8; 32]>,
+    now: OffsetDateTime,
+) -> Result<Verdict> {
     let cert = parse_cert("RA-TLS", der)?;
     crate::x509::check_validity("RA-TLS", &cert, now)?;
     let (bundle, spki) = parse_ra_tls_cert(der)?;
-    let exp = Expectations { nonce: [0; 32], tls_spki_sha256: spki, model_sha256, nonce_issued_at: None };
+    let exp = Expectations {
+        nonce: [0; 32],
+        tls_spki_sha256: spki,
+        model_sha256,
+        nonce_issued_at: None,
+    };
     Ok(verify(&bundle, &exp, policy, now))
 }
 
@@ -136,12 +176,14 @@ impl RaTlsVerifier {
     }
     /// A rustls client configuration using this verifier.
     pub fn client_config(self: Arc<Self>) -> Result<rustls::ClientConfig> {
-        Ok(rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::RaTls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(self)
-            .with_no_client_auth())
+        Ok(
+            rustls::ClientConfig::builder_with_provider(self.provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::RaTls(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(self)
+                .with_no_client_auth(),
+        )
     }
 }
 
@@ -154,9 +196,16 @@ impl ServerCertVerifier for RaTlsVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let t = self.fixed_now.unwrap_or_else(|| OffsetDateTime::from_unix_timestamp(now.as_secs() as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH));
+        let t = self.fixed_now.unwrap_or_else(|| {
+            OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        });
         let verdict = verify_ra_tls_cert(end_entity.as_ref(), &self.policy, self.model_sha256, t)
-            .map_err(|e| rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
+            .map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })?;
         let accepted = verdict.accepted;
         let msg = verdict.message();
         if let Ok(mut g) = self.last.lock() {
@@ -165,19 +214,43 @@ impl ServerCertVerifier for RaTlsVerifier {
         if accepted {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(Error::RaTls(msg))))))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(Error::RaTls(msg)))),
+            ))
         }
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

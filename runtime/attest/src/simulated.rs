@@ -14,22 +14,30 @@ use rsa::pkcs8::EncodePublicKey;
 use rsa::signature::RandomizedSigner;
 use sha2::{Digest, Sha256, Sha384};
 
-use crate::asn1::{self, TAG_BIT_STRING, TAG_GENERALIZED_TIME, TAG_IA5, TAG_OCTET_STRING, TAG_SET, TAG_UTF8, oid, seq, tlv, uint};
+use crate::TeeKind;
+use crate::asn1::{
+    self, TAG_BIT_STRING, TAG_GENERALIZED_TIME, TAG_IA5, TAG_OCTET_STRING, TAG_SET, TAG_UTF8, oid,
+    seq, tlv, uint,
+};
 use crate::error::{Error, Result};
 use crate::evidence::EvidenceBundle;
 use crate::oids::{SIMULATED_SEED_TAG, alg, amd};
 use crate::snp::report::{Product, REPORT_LEN, SIGNED_LEN, Tcb};
-use crate::TeeKind;
 
 /// The public seed of the development chain every verifier pins.
 pub const DEFAULT_SEED: &[u8] = b"a3s-power development chain (INSECURE)";
 /// SHA-256 of the DER of the development ARK derived from [`DEFAULT_SEED`].
-pub const DEV_ARK_SHA256: &str =
-    "a6d9afd20efc6ee0a0648175a612128f10bd1eadbb43b4a98a17ee9b3723457e";
+pub const DEV_ARK_SHA256: &str = "a6d9afd20efc6ee0a0648175a612128f10bd1eadbb43b4a98a17ee9b3723457e";
 /// RSA modulus size of the development ARK/ASK.
 pub const DEV_RSA_BITS: usize = 3072;
 /// The TCB the simulated platform reports (Milan layout: bl 3, tee 0, snp 8, ucode 115).
-pub const SIMULATED_TCB: Tcb = Tcb { fmc: None, bootloader: 3, tee: 0, snp: 8, microcode: 115 };
+pub const SIMULATED_TCB: Tcb = Tcb {
+    fmc: None,
+    bootloader: 3,
+    tee: 0,
+    snp: 8,
+    microcode: 115,
+};
 
 fn rng(seed: &[u8], label: &str) -> ChaCha20Rng {
     let mut h = Sha256::new();
@@ -43,13 +51,20 @@ fn rng(seed: &[u8], label: &str) -> ChaCha20Rng {
 
 fn name(cn: &str) -> Vec<u8> {
     let rdn = |o: &str, v: &str| tlv(TAG_SET, &seq(&[&oid(o), &tlv(TAG_UTF8, v.as_bytes())]));
-    seq(&[&rdn("2.5.4.10", "A3S Power Simulated (INSECURE)"), &rdn("2.5.4.3", cn)])
+    seq(&[
+        &rdn("2.5.4.10", "A3S Power Simulated (INSECURE)"),
+        &rdn("2.5.4.3", cn),
+    ])
 }
 
 fn pss_alg() -> Vec<u8> {
     let sha384 = seq(&[&oid(alg::SHA384), &tlv(asn1::TAG_NULL, &[])]);
     let mgf = seq(&[&oid(alg::MGF1), &sha384]);
-    let params = seq(&[&tlv(0xA0, &sha384), &tlv(0xA1, &mgf), &tlv(0xA2, &uint(&[48]))]);
+    let params = seq(&[
+        &tlv(0xA0, &sha384),
+        &tlv(0xA1, &mgf),
+        &tlv(0xA2, &uint(&[48])),
+    ]);
     seq(&[&oid(alg::RSASSA_PSS), &params])
 }
 
@@ -58,7 +73,13 @@ fn ext(o: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn ca_extensions() -> Vec<Vec<u8>> {
-    let critical = |o: &str, v: &[u8]| seq(&[&oid(o), &tlv(asn1::TAG_BOOLEAN, &[0xFF]), &tlv(TAG_OCTET_STRING, v)]);
+    let critical = |o: &str, v: &[u8]| {
+        seq(&[
+            &oid(o),
+            &tlv(asn1::TAG_BOOLEAN, &[0xFF]),
+            &tlv(TAG_OCTET_STRING, v),
+        ])
+    };
     vec![
         // basicConstraints CA:TRUE, keyUsage keyCertSign|cRLSign, as on AMD's ARK/ASK.
         critical("2.5.29.19", &seq(&[&tlv(asn1::TAG_BOOLEAN, &[0xFF])])),
@@ -66,7 +87,14 @@ fn ca_extensions() -> Vec<Vec<u8>> {
     ]
 }
 
-fn cert(issuer_key: &rsa::RsaPrivateKey, rng: &mut ChaCha20Rng, issuer: &str, subject: &str, spki: &[u8], extensions: &[Vec<u8>]) -> Vec<u8> {
+fn cert(
+    issuer_key: &rsa::RsaPrivateKey,
+    rng: &mut ChaCha20Rng,
+    issuer: &str,
+    subject: &str,
+    spki: &[u8],
+    extensions: &[Vec<u8>],
+) -> Vec<u8> {
     let validity = seq(&[
         &tlv(0x17, b"200101000000Z"),
         &tlv(TAG_GENERALIZED_TIME, b"20991231235959Z"),
@@ -109,14 +137,21 @@ static DEFAULT: LazyLock<std::result::Result<SimulatedAuthority, String>> =
 impl SimulatedAuthority {
     /// The authority of [`DEFAULT_SEED`] (derived once per process; RSA key generation is slow).
     pub fn default_authority() -> Result<&'static SimulatedAuthority> {
-        DEFAULT.as_ref().map_err(|e| Error::NoTee(format!("simulated authority: {e}")))
+        DEFAULT
+            .as_ref()
+            .map_err(|e| Error::NoTee(format!("simulated authority: {e}")))
     }
 
     /// Derive the whole chain from `seed`.
     pub fn from_seed(seed: &[u8]) -> Result<SimulatedAuthority> {
-        let key_err = |e: rsa::Error| Error::Key { source_name: "simulated RSA".into(), reason: e.to_string() };
-        let ark_key = rsa::RsaPrivateKey::new(&mut rng(seed, "ark"), DEV_RSA_BITS).map_err(key_err)?;
-        let ask_key = rsa::RsaPrivateKey::new(&mut rng(seed, "ask"), DEV_RSA_BITS).map_err(key_err)?;
+        let key_err = |e: rsa::Error| Error::Key {
+            source_name: "simulated RSA".into(),
+            reason: e.to_string(),
+        };
+        let ark_key =
+            rsa::RsaPrivateKey::new(&mut rng(seed, "ark"), DEV_RSA_BITS).map_err(key_err)?;
+        let ask_key =
+            rsa::RsaPrivateKey::new(&mut rng(seed, "ask"), DEV_RSA_BITS).map_err(key_err)?;
         let mut ctr = 0u32;
         let vcek_key = loop {
             let mut h = Sha384::new();
@@ -135,17 +170,41 @@ impl SimulatedAuthority {
         h.update(seed);
         chip_id[..48].copy_from_slice(&h.finalize());
         let spki = |k: &rsa::RsaPrivateKey| -> Result<Vec<u8>> {
-            Ok(k.to_public_key().to_public_key_der().map_err(|e| Error::Key { source_name: "simulated RSA".into(), reason: e.to_string() })?.as_bytes().to_vec())
+            Ok(k.to_public_key()
+                .to_public_key_der()
+                .map_err(|e| Error::Key {
+                    source_name: "simulated RSA".into(),
+                    reason: e.to_string(),
+                })?
+                .as_bytes()
+                .to_vec())
         };
         let product = Product::Milan.name();
         let ark_cn = format!("ARK-{product}");
         let ask_cn = format!("SEV-{product}");
         let mut sign_rng = rng(seed, "pss-salt");
-        let ark_der = cert(&ark_key, &mut sign_rng, &ark_cn, &ark_cn, &spki(&ark_key)?, &ca_extensions());
-        let ask_der = cert(&ark_key, &mut sign_rng, &ark_cn, &ask_cn, &spki(&ask_key)?, &ca_extensions());
+        let ark_der = cert(
+            &ark_key,
+            &mut sign_rng,
+            &ark_cn,
+            &ark_cn,
+            &spki(&ark_key)?,
+            &ca_extensions(),
+        );
+        let ask_der = cert(
+            &ark_key,
+            &mut sign_rng,
+            &ark_cn,
+            &ask_cn,
+            &spki(&ask_key)?,
+            &ca_extensions(),
+        );
         let vcek_spki = p384::PublicKey::from(vcek_key.verifying_key())
             .to_public_key_der()
-            .map_err(|e| Error::Key { source_name: "simulated VCEK".into(), reason: e.to_string() })?;
+            .map_err(|e| Error::Key {
+                source_name: "simulated VCEK".into(),
+                reason: e.to_string(),
+            })?;
         let t = SIMULATED_TCB;
         let int = |v: u8| uint(&[v]);
         let exts = vec![
@@ -157,8 +216,21 @@ impl SimulatedAuthority {
             ext(amd::UCODE_SPL, &int(t.microcode)),
             ext(amd::HW_ID, &chip_id),
         ];
-        let vcek_der = cert(&ask_key, &mut sign_rng, &ask_cn, "SEV-VCEK", vcek_spki.as_bytes(), &exts);
-        Ok(SimulatedAuthority { ark_der, ask_der, vcek_der, chip_id, vcek_key })
+        let vcek_der = cert(
+            &ask_key,
+            &mut sign_rng,
+            &ask_cn,
+            "SEV-VCEK",
+            vcek_spki.as_bytes(),
+            &exts,
+        );
+        Ok(SimulatedAuthority {
+            ark_der,
+            ask_der,
+            vcek_der,
+            chip_id,
+            vcek_key,
+        })
     }
 
     /// A signed version-3 Milan-layout report with `report_data` and `measurement`.

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::policy::Enforcement;
 use crate::TeeKind;
+use crate::policy::Enforcement;
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +46,18 @@ impl Check {
             actual: actual.into(),
         }
     }
-    pub fn pass(name: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Check {
+    pub fn pass(
+        name: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Check {
         Check::new(name, true, expected, actual)
     }
-    pub fn fail(name: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Check {
+    pub fn fail(
+        name: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Check {
         Check::new(name, false, expected, actual)
     }
     pub fn not_checked(name: impl Into<String>, why: impl Into<String>) -> Check {

@@ -4,13 +4,13 @@
 
 use time::OffsetDateTime;
 
+use crate::TeeKind;
 use crate::evidence::EvidenceBundle;
 use crate::policy::{Enforcement, Policy};
 use crate::report_data::binding_hash;
 use crate::snp::verify::{SnpTrust, snp_reference_checks, verify_snp_evidence};
 use crate::tdx::verify::{tdx_reference_checks, verify_tdx_evidence};
 use crate::verdict::{Check, CheckStatus, Verdict, fmt_time};
-use crate::TeeKind;
 
 /// What the verifier itself knows and expects, independent of the evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +71,10 @@ pub fn verify(
             match &tdx_ev {
                 Some(e) => {
                     tcb_status = e.tcb_status.map(|s| s.as_str().to_string());
-                    (Some(e.quote.body.report_data), Some(hex::encode(e.quote.body.mr_td)))
+                    (
+                        Some(e.quote.body.report_data),
+                        Some(hex::encode(e.quote.body.mr_td)),
+                    )
                 }
                 None => (None, None),
             }
@@ -101,7 +104,10 @@ pub fn verify(
             )),
             None => checks.push(Check::not_checked(
                 "reportData.model",
-                format!("no expected model; evidence binds {}", hex::encode(&rd[32..])),
+                format!(
+                    "no expected model; evidence binds {}",
+                    hex::encode(&rd[32..])
+                ),
             )),
         }
         let model_hex = hex::encode(&rd[32..]);
@@ -113,7 +119,10 @@ pub fn verify(
                     .model_sha256
                     .iter()
                     .any(|d| d.eq_ignore_ascii_case(&model_hex)),
-                format!("not one of {} denied models", policy.deny_list.model_sha256.len()),
+                format!(
+                    "not one of {} denied models",
+                    policy.deny_list.model_sha256.len()
+                ),
                 model_hex,
             ));
         }
@@ -149,7 +158,10 @@ pub fn verify(
                 format!("{}s (nonce issued {})", age.whole_seconds(), fmt_time(t)),
             ));
         }
-        None => checks.push(Check::not_checked("evidence.age", "no nonce issue time given")),
+        None => checks.push(Check::not_checked(
+            "evidence.age",
+            "no nonce issue time given",
+        )),
     }
 
     // Reference-value sets.
@@ -196,7 +208,15 @@ pub fn verify(
                 format!("set {name}"),
             ));
             let all_ok = checks.iter().all(|c| !c.failed());
-            finish(kind, policy, checks, Some(name), measurement, tcb_status, all_ok)
+            finish(
+                kind,
+                policy,
+                checks,
+                Some(name),
+                measurement,
+                tcb_status,
+                all_ok,
+            )
         }
         None => {
             let n = set_checks.len();

@@ -2,10 +2,10 @@
 //! verification with RustCrypto (RSA-PSS/SHA-384 for AMD, ECDSA P-256/P-384 for Intel and
 //! VCEKs), name chaining, validity at an injected time, PEM splitting and CRLs.
 
+use ::time::OffsetDateTime;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use sha2::{Digest, Sha256};
-use ::time::OffsetDateTime;
 use x509_parser::prelude::*;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
 
@@ -142,9 +142,7 @@ pub fn verify_signature(
             let salt = params.salt_length();
             let mgf_ok = params
                 .mask_gen_algorithm()
-                .map(|m| {
-                    m.mgf.to_id_string() == alg::MGF1 && m.hash.to_id_string() == alg::SHA384
-                })
+                .map(|m| m.mgf.to_id_string() == alg::MGF1 && m.hash.to_id_string() == alg::SHA384)
                 .unwrap_or(false);
             if hash != alg::SHA384 || salt != 48 || !mgf_ok {
                 return Err(Error::sig(
@@ -170,7 +168,14 @@ pub fn verify_signature(
             } else {
                 EcHash::Sha384
             };
-            verify_ecdsa(what, issuer_spki.raw, ec_curve(issuer_spki), h, tbs, signature)
+            verify_ecdsa(
+                what,
+                issuer_spki.raw,
+                ec_curve(issuer_spki),
+                h,
+                tbs,
+                signature,
+            )
         }
         other => Err(Error::sig(
             what,
@@ -245,7 +250,11 @@ pub fn check_crl(
     if crl.issuer().as_raw() != issuer.subject().as_raw() {
         return Err(Error::collateral(
             which,
-            format!("CRL issuer `{}` is not `{}`", crl.issuer(), issuer.subject()),
+            format!(
+                "CRL issuer `{}` is not `{}`",
+                crl.issuer(),
+                issuer.subject()
+            ),
         ));
     }
     verify_signature(

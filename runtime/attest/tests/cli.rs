@@ -1,4 +1,5 @@
 //! The `a3s-power-verify` binary, offline on real and simulated evidence.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;
@@ -21,11 +22,23 @@ fn offline_real_report_lists_checks_and_fails_on_binding() {
     let report = power_attest::snp::SnpReport::parse(&data("snp/milan-v3-report.bin")).unwrap();
     let policy = tmp(
         "p1.json",
-        format!(r#"{{"referenceValueSets":[{{"name":"ms","snp":{{"measurements":["{}"]}}}}]}}"#, hex::encode(report.measurement)).as_bytes(),
+        format!(
+            r#"{{"referenceValueSets":[{{"name":"ms","snp":{{"measurements":["{}"]}}}}]}}"#,
+            hex::encode(report.measurement)
+        )
+        .as_bytes(),
     );
     let dir = env!("CARGO_MANIFEST_DIR");
     let out = bin()
-        .args(["report", &format!("{dir}/testdata/snp/milan-v3-report.bin"), "--certs", &format!("{dir}/testdata/snp/milan-v3-vcek.pem"), "--at", "2026-03-01T00:00:00Z", "--policy"])
+        .args([
+            "report",
+            &format!("{dir}/testdata/snp/milan-v3-report.bin"),
+            "--certs",
+            &format!("{dir}/testdata/snp/milan-v3-vcek.pem"),
+            "--at",
+            "2026-03-01T00:00:00Z",
+            "--policy",
+        ])
         .arg(&policy)
         .output()
         .unwrap();
@@ -36,7 +49,16 @@ fn offline_real_report_lists_checks_and_fails_on_binding() {
     assert!(text.contains("FAIL  reportData.binding"), "{text}");
     // --json is machine readable.
     let out = bin()
-        .args(["report", &format!("{dir}/testdata/snp/milan-v3-report.bin"), "--certs", &format!("{dir}/testdata/snp/milan-v3-vcek.pem"), "--at", "2026-03-01T00:00:00Z", "--json", "--policy"])
+        .args([
+            "report",
+            &format!("{dir}/testdata/snp/milan-v3-report.bin"),
+            "--certs",
+            &format!("{dir}/testdata/snp/milan-v3-vcek.pem"),
+            "--at",
+            "2026-03-01T00:00:00Z",
+            "--json",
+            "--policy",
+        ])
         .arg(&policy)
         .output()
         .unwrap();
@@ -48,7 +70,11 @@ fn offline_real_report_lists_checks_and_fails_on_binding() {
 #[test]
 fn offline_simulated_bundle_passes_and_bad_policy_is_a_usage_error() {
     let auth = power_attest::simulated::SimulatedAuthority::default_authority().unwrap();
-    let rd = power_attest::ReportData { nonce: [3; 32], tls_spki_sha256: [0; 32], model_sha256: [9; 32] };
+    let rd = power_attest::ReportData {
+        nonce: [3; 32],
+        tls_spki_sha256: [0; 32],
+        model_sha256: [9; 32],
+    };
     let b = auth.bundle(&rd.to_bytes(), &[1; 48]);
     let doc = power_attest::AttestationDocument::from_bundle(&b, &rd, None);
     let f = tmp("doc.json", &serde_json::to_vec(&doc).unwrap());
@@ -56,13 +82,43 @@ fn offline_simulated_bundle_passes_and_bad_policy_is_a_usage_error() {
         "p2.json",
         format!(r#"{{"allowSimulated":true,"referenceValueSets":[{{"simulated":{{"measurements":["{}"]}}}}]}}"#, hex::encode([1u8; 48])).as_bytes(),
     );
-    let run = |nonce: &str| bin().arg("report").arg(&f).args(["--nonce", nonce, "--model-sha256", &hex::encode([9u8; 32]), "--policy"]).arg(&policy).output().unwrap();
+    let run = |nonce: &str| {
+        bin()
+            .arg("report")
+            .arg(&f)
+            .args([
+                "--nonce",
+                nonce,
+                "--model-sha256",
+                &hex::encode([9u8; 32]),
+                "--policy",
+            ])
+            .arg(&policy)
+            .output()
+            .unwrap()
+    };
     let ok = run(&hex::encode([3u8; 32]));
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let bad = run(&hex::encode([4u8; 32]));
     assert_eq!(bad.status.code(), Some(1));
-    let bad_policy = tmp("p3.json", br#"{"referenceValueSets":[{"snp":{"measurements":["zz"]}}]}"#);
-    let out = bin().arg("report").arg(&f).arg("--policy").arg(&bad_policy).output().unwrap();
+    let bad_policy = tmp(
+        "p3.json",
+        br#"{"referenceValueSets":[{"snp":{"measurements":["zz"]}}]}"#,
+    );
+    let out = bin()
+        .arg("report")
+        .arg(&f)
+        .arg("--policy")
+        .arg(&bad_policy)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("referenceValueSets[0].snp.measurements[0]"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("referenceValueSets[0].snp.measurements[0]")
+    );
 }

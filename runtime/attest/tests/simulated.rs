@@ -1,5 +1,6 @@
 //! Simulated evidence runs the production SNP path under the development root and is accepted
 //! only where the policy allows it.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;
@@ -13,7 +14,11 @@ const MEAS: [u8; 48] = [7u8; 48];
 
 fn setup() -> (EvidenceBundle, Expectations, Policy) {
     let auth = SimulatedAuthority::default_authority().unwrap();
-    let rd = ReportData { nonce: [1; 32], tls_spki_sha256: [2; 32], model_sha256: [3; 32] };
+    let rd = ReportData {
+        nonce: [1; 32],
+        tls_spki_sha256: [2; 32],
+        model_sha256: [3; 32],
+    };
     let bundle = auth.bundle(&rd.to_bytes(), &MEAS);
     let exp = Expectations {
         nonce: [1; 32],
@@ -25,7 +30,9 @@ fn setup() -> (EvidenceBundle, Expectations, Policy) {
         allow_simulated: true,
         reference_value_sets: vec![ReferenceValueSet {
             name: Some("dev".into()),
-            simulated: Some(SimulatedReferenceValues { measurements: vec![hex::encode(MEAS)] }),
+            simulated: Some(SimulatedReferenceValues {
+                measurements: vec![hex::encode(MEAS)],
+            }),
             ..Default::default()
         }],
         ..Default::default()
@@ -52,7 +59,16 @@ fn simulated_evidence_passes_when_allowed() {
     assert_eq!(v.reason(), "AttestationSucceeded");
     assert_eq!(v.matched_reference_set.as_deref(), Some("dev"));
     assert_pass(&v, SNP_EVIDENCE_CHECKS);
-    assert_pass(&v, &["snp.chipId", "reportData.binding", "reportData.model", "evidence.age", "simulated.allowed"]);
+    assert_pass(
+        &v,
+        &[
+            "snp.chipId",
+            "reportData.binding",
+            "reportData.model",
+            "evidence.age",
+            "simulated.allowed",
+        ],
+    );
     // Survives the wire format.
     let b2 = EvidenceBundle::decode(&b.encode()).unwrap();
     assert_eq!(b2, b);
@@ -88,19 +104,47 @@ fn simulated_evidence_cannot_pose_as_hardware_and_vice_versa() {
 #[test]
 fn binding_model_measurement_and_age_are_enforced() {
     let (b, exp, policy) = setup();
-    let v = power_attest::verify(&b, &Expectations { nonce: [9; 32], ..exp }, &policy, NOW);
+    let v = power_attest::verify(
+        &b,
+        &Expectations {
+            nonce: [9; 32],
+            ..exp
+        },
+        &policy,
+        NOW,
+    );
     assert_fail(&v, "reportData.binding");
     assert_eq!(v.reason(), "ReportDataMismatch");
-    let v = power_attest::verify(&b, &Expectations { tls_spki_sha256: [0; 32], ..exp }, &policy, NOW);
+    let v = power_attest::verify(
+        &b,
+        &Expectations {
+            tls_spki_sha256: [0; 32],
+            ..exp
+        },
+        &policy,
+        NOW,
+    );
     assert_fail(&v, "reportData.binding");
-    let v = power_attest::verify(&b, &Expectations { model_sha256: Some([4; 32]), ..exp }, &policy, NOW);
+    let v = power_attest::verify(
+        &b,
+        &Expectations {
+            model_sha256: Some([4; 32]),
+            ..exp
+        },
+        &policy,
+        NOW,
+    );
     assert_fail(&v, "reportData.model");
     assert_eq!(v.reason(), "ModelDigestMismatch");
     let v = power_attest::verify(&b, &exp, &policy, NOW + time::Duration::minutes(10));
     assert_fail(&v, "evidence.age");
     assert_eq!(v.reason(), "EvidenceTooOld");
     let mut p2 = policy.clone();
-    p2.reference_value_sets[0].simulated.as_mut().unwrap().measurements = vec!["00".repeat(48)];
+    p2.reference_value_sets[0]
+        .simulated
+        .as_mut()
+        .unwrap()
+        .measurements = vec!["00".repeat(48)];
     let v = power_attest::verify(&b, &exp, &p2, NOW);
     assert_fail(&v, "refset[dev].simulated.measurement");
     assert_eq!(v.reason(), "MeasurementMismatch");
@@ -112,8 +156,17 @@ fn binding_model_measurement_and_age_are_enforced() {
     // Tampering with the simulated report breaks the signature like on hardware.
     let mut t = b.clone();
     t.evidence[0x90] ^= 1;
-    assert_fail(&power_attest::verify(&t, &exp, &policy, NOW), "snp.signature");
-    assert_eq!(status(&power_attest::verify(&b, &exp, &policy, NOW), "snp.signature"), CheckStatus::Pass);
+    assert_fail(
+        &power_attest::verify(&t, &exp, &policy, NOW),
+        "snp.signature",
+    );
+    assert_eq!(
+        status(
+            &power_attest::verify(&b, &exp, &policy, NOW),
+            "snp.signature"
+        ),
+        CheckStatus::Pass
+    );
 }
 
 #[test]
@@ -125,8 +178,15 @@ fn openssl_accepts_the_development_chain() {
     let pem = |der: &[u8]| {
         use base64::Engine;
         let b = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+        let lines: Vec<&str> = b
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
     };
     std::fs::write(dir.join("ark.pem"), pem(&a.ark_der)).unwrap();
     std::fs::write(dir.join("ask.pem"), pem(&a.ask_der)).unwrap();
@@ -139,7 +199,11 @@ fn openssl_accepts_the_development_chain() {
         .arg(dir.join("vcek.pem"))
         .output()
         .expect("openssl must be installed for this test");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).ok();
-    assert!(out.status.success() && text.contains("vcek.pem: OK"), "{text}");
+    assert!(
+        out.status.success() && text.contains("vcek.pem: OK"),
+        "{text}"
+    );
 }

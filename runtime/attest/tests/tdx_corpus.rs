@@ -1,5 +1,6 @@
 //! Every real TDX quote in the corpus passes the signature, QE and chain checks; the quotes with
 //! collateral reach the TCB status of ATTESTATION.md §3; the §4 negative cases fail by name.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;
@@ -32,10 +33,26 @@ fn every_quote_passes_signature_qe_and_chain() {
     let quotes = [
         ("tdx/quote-v4.bin", datetime!(2025-06-20 0:00 UTC), 4),
         ("tdx/quote-v5.bin", datetime!(2026-02-19 0:00 UTC), 5),
-        ("tdx/quote-v4-trustee-00a06d080000.bin", datetime!(2025-10-29 0:00 UTC), 4),
-        ("tdx/quote-v4-spr-extra-bytes.bin", datetime!(2025-06-20 0:00 UTC), 4),
-        ("tdx/quote-v4-trustee.bin", datetime!(2025-06-20 0:00 UTC), 4),
-        ("tdx/quote-v5-trustee.bin", datetime!(2025-06-20 0:00 UTC), 5),
+        (
+            "tdx/quote-v4-trustee-00a06d080000.bin",
+            datetime!(2025-10-29 0:00 UTC),
+            4,
+        ),
+        (
+            "tdx/quote-v4-spr-extra-bytes.bin",
+            datetime!(2025-06-20 0:00 UTC),
+            4,
+        ),
+        (
+            "tdx/quote-v4-trustee.bin",
+            datetime!(2025-06-20 0:00 UTC),
+            4,
+        ),
+        (
+            "tdx/quote-v5-trustee.bin",
+            datetime!(2025-06-20 0:00 UTC),
+            5,
+        ),
         ("tdx/quote-v4-azure.bin", datetime!(2025-06-20 0:00 UTC), 4),
     ];
     for (q, at, ver) in quotes {
@@ -57,7 +74,10 @@ fn every_quote_passes_signature_qe_and_chain() {
 
 #[test]
 fn quote_v4_with_collateral_is_up_to_date() {
-    let b = bundle("tdx/quote-v4.bin", Some(data("tdx/quote-v4-collateral.json")));
+    let b = bundle(
+        "tdx/quote-v4.bin",
+        Some(data("tdx/quote-v4-collateral.json")),
+    );
     let v = verify_at(&b, &Policy::default(), datetime!(2025-06-20 0:00 UTC));
     assert_pass(
         &v,
@@ -80,19 +100,41 @@ fn quote_v4_with_collateral_is_up_to_date() {
 
 #[test]
 fn quote_v5_has_no_matching_tcb_level() {
-    let b = bundle("tdx/quote-v5.bin", Some(data("tdx/quote-v5-collateral.json")));
+    let b = bundle(
+        "tdx/quote-v5.bin",
+        Some(data("tdx/quote-v5-collateral.json")),
+    );
     let v = verify_at(&b, &Policy::default(), datetime!(2026-02-19 0:00 UTC));
-    assert_pass(&v, &["tdx.collateral.signature", "tdx.collateral.crl", "tdx.qeIdentity", "tdx.module"]);
+    assert_pass(
+        &v,
+        &[
+            "tdx.collateral.signature",
+            "tdx.collateral.crl",
+            "tdx.qeIdentity",
+            "tdx.module",
+        ],
+    );
     assert_fail(&v, "tdx.tcbStatus");
     assert_eq!(v.tcb_status, None);
 }
 
 #[test]
 fn trustee_quote_is_out_of_date() {
-    let coll = pcs_collateral("tdx/tcbinfo-00a06d080000-trustee.json", "tdx/qe-identity-trustee.json");
+    let coll = pcs_collateral(
+        "tdx/tcbinfo-00a06d080000-trustee.json",
+        "tdx/qe-identity-trustee.json",
+    );
     let b = bundle("tdx/quote-v4-trustee-00a06d080000.bin", Some(coll));
     let v = verify_at(&b, &Policy::default(), datetime!(2025-10-29 0:00 UTC));
-    assert_pass(&v, &["tdx.collateral.signature", "tdx.qeIdentity", "tdx.module", "tdx.tcbStatus"]);
+    assert_pass(
+        &v,
+        &[
+            "tdx.collateral.signature",
+            "tdx.qeIdentity",
+            "tdx.module",
+            "tdx.tcbStatus",
+        ],
+    );
     assert_eq!(v.tcb_status.as_deref(), Some("OutOfDate"));
     // The only CRLs in the corpus are from 2023: stale in 2025.
     assert_fail(&v, "tdx.collateral.crl");
@@ -100,13 +142,23 @@ fn trustee_quote_is_out_of_date() {
 
 #[test]
 fn spr_quote_with_2023_collateral() {
-    let coll = pcs_collateral("tdx/tcbinfo-50806f000000-gotdx.json", "tdx/qe-identity-gotdx.json");
+    let coll = pcs_collateral(
+        "tdx/tcbinfo-50806f000000-gotdx.json",
+        "tdx/qe-identity-gotdx.json",
+    );
     let b = bundle("tdx/quote-v4-spr-extra-bytes.bin", Some(coll));
     let v = verify_at(&b, &Policy::default(), datetime!(2023-06-20 0:00 UTC));
     // The reissued TCB-signing certificate did not exist yet in 2023 (ATTESTATION.md §5.11):
     // strict time checking flags it; the JSON signatures still verify under its key.
     assert_fail(&v, "tdx.collateral.chain");
-    assert_pass(&v, &["tdx.collateral.signature", "tdx.collateral.crl", "tdx.qeIdentity"]);
+    assert_pass(
+        &v,
+        &[
+            "tdx.collateral.signature",
+            "tdx.collateral.crl",
+            "tdx.qeIdentity",
+        ],
+    );
     assert_fail(&v, "tdx.tcbStatus");
 }
 
@@ -132,22 +184,48 @@ fn collateral_tampering_and_mismatch() {
     let at = datetime!(2025-06-20 0:00 UTC);
     let mut c = TdxCollateral::from_json(&data("tdx/quote-v4-collateral.json")).unwrap();
     c.tcb_info = c.tcb_info.replacen("UpToDate", "UpToDatf", 1);
-    let v = verify_at(&bundle("tdx/quote-v4.bin", Some(c.to_json())), &Policy::default(), at);
+    let v = verify_at(
+        &bundle("tdx/quote-v4.bin", Some(c.to_json())),
+        &Policy::default(),
+        at,
+    );
     assert_fail(&v, "tdx.collateral.signature");
     let mut c = TdxCollateral::from_json(&data("tdx/quote-v4-collateral.json")).unwrap();
-    c.qe_identity = c.qe_identity.replacen("\"isvprodid\":2", "\"isvprodid\":3", 1);
-    let v = verify_at(&bundle("tdx/quote-v4.bin", Some(c.to_json())), &Policy::default(), at);
+    c.qe_identity = c
+        .qe_identity
+        .replacen("\"isvprodid\":2", "\"isvprodid\":3", 1);
+    let v = verify_at(
+        &bundle("tdx/quote-v4.bin", Some(c.to_json())),
+        &Policy::default(),
+        at,
+    );
     assert_fail(&v, "tdx.collateral.signature");
     // FMSPC of another platform.
-    let coll = pcs_collateral("tdx/tcbinfo-90c06f000000-gotdx.json", "tdx/qe-identity-gotdx.json");
-    let v = verify_at(&bundle("tdx/quote-v4.bin", Some(coll)), &Policy::default(), at);
+    let coll = pcs_collateral(
+        "tdx/tcbinfo-90c06f000000-gotdx.json",
+        "tdx/qe-identity-gotdx.json",
+    );
+    let v = verify_at(
+        &bundle("tdx/quote-v4.bin", Some(coll)),
+        &Policy::default(),
+        at,
+    );
     assert_fail(&v, "tdx.collateral.identity");
 }
 
 #[test]
 fn truncated_quotes_are_rejected() {
     let full = data("tdx/quote-v4.bin");
-    for len in [0usize, 47, 0x278, 0x278 + 4, 0x278 + 200, 1000, 4000, full.len() - 71] {
+    for len in [
+        0usize,
+        47,
+        0x278,
+        0x278 + 4,
+        0x278 + 200,
+        1000,
+        4000,
+        full.len() - 71,
+    ] {
         let r = TdxQuote::parse(&full[..len]);
         assert!(r.is_err(), "len {len}");
     }
@@ -163,7 +241,11 @@ fn tdx_policy(quote: &str, tweak: impl FnOnce(&mut TdxReferenceValues)) -> Polic
     };
     tweak(&mut r);
     Policy {
-        reference_value_sets: vec![ReferenceValueSet { name: Some("td".into()), tdx: Some(r), ..Default::default() }],
+        reference_value_sets: vec![ReferenceValueSet {
+            name: Some("td".into()),
+            tdx: Some(r),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -171,21 +253,46 @@ fn tdx_policy(quote: &str, tweak: impl FnOnce(&mut TdxReferenceValues)) -> Polic
 #[test]
 fn tdx_policy_rejections() {
     let at = datetime!(2025-06-20 0:00 UTC);
-    let v = verify_at(&bundle("tdx/quote-v4-trustee.bin", None), &tdx_policy("tdx/quote-v4-trustee.bin", |_| {}), at);
+    let v = verify_at(
+        &bundle("tdx/quote-v4-trustee.bin", None),
+        &tdx_policy("tdx/quote-v4-trustee.bin", |_| {}),
+        at,
+    );
     assert_fail(&v, "refset[td].tdx.tdAttributes.debug");
-    let v = verify_at(&bundle("tdx/quote-v5-trustee.bin", None), &tdx_policy("tdx/quote-v5-trustee.bin", |_| {}), at);
+    let v = verify_at(
+        &bundle("tdx/quote-v5-trustee.bin", None),
+        &tdx_policy("tdx/quote-v5-trustee.bin", |_| {}),
+        at,
+    );
     assert_fail(&v, "refset[td].tdx.mrServiceTd");
-    let v = verify_at(&bundle("tdx/quote-v4-azure.bin", None), &tdx_policy("tdx/quote-v4-azure.bin", |_| {}), at);
+    let v = verify_at(
+        &bundle("tdx/quote-v4-azure.bin", None),
+        &tdx_policy("tdx/quote-v4-azure.bin", |_| {}),
+        at,
+    );
     assert_fail(&v, "refset[td].tdx.tdAttributes.septVeDisable");
     let relaxed = tdx_policy("tdx/quote-v4-azure.bin", |r| {
-        r.td_attributes = Some(TdAttributesRequirements { debug: false, sept_ve_disable: false })
+        r.td_attributes = Some(TdAttributesRequirements {
+            debug: false,
+            sept_ve_disable: false,
+        })
     });
     let v = verify_at(&bundle("tdx/quote-v4-azure.bin", None), &relaxed, at);
-    assert_eq!(status(&v, "refset[td].tdx.tdAttributes.septVeDisable"), CheckStatus::Pass);
-    let v = verify_at(&bundle("tdx/quote-v4.bin", None), &tdx_policy("tdx/quote-v4-azure.bin", |_| {}), at);
+    assert_eq!(
+        status(&v, "refset[td].tdx.tdAttributes.septVeDisable"),
+        CheckStatus::Pass
+    );
+    let v = verify_at(
+        &bundle("tdx/quote-v4.bin", None),
+        &tdx_policy("tdx/quote-v4-azure.bin", |_| {}),
+        at,
+    );
     assert_fail(&v, "refset[td].tdx.mrTd");
     // Full positive on quote-v4 with its collateral: every check except the report_data binding.
-    let b = bundle("tdx/quote-v4.bin", Some(data("tdx/quote-v4-collateral.json")));
+    let b = bundle(
+        "tdx/quote-v4.bin",
+        Some(data("tdx/quote-v4-collateral.json")),
+    );
     let v = verify_at(&b, &tdx_policy("tdx/quote-v4.bin", |_| {}), at);
     assert_eq!(v.matched_reference_set.as_deref(), Some("td"));
     let failing: Vec<_> = v.failures().map(|c| c.name.as_str()).collect();

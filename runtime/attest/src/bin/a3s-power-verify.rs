@@ -14,7 +14,11 @@ use power_attest::{AttestationDocument, EvidenceBundle, Expectations, Policy, Te
 use time::OffsetDateTime;
 
 #[derive(Parser, Debug)]
-#[command(name = "a3s-power-verify", version, about = "Verify A3S Power TEE attestation evidence")]
+#[command(
+    name = "a3s-power-verify",
+    version,
+    about = "Verify A3S Power TEE attestation evidence"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -78,7 +82,8 @@ fn load_bundle(file: &Path, kind: Option<Kind>) -> Result<EvidenceBundle> {
         return Ok(EvidenceBundle::decode(&raw)?);
     }
     if raw.first() == Some(&b'{') {
-        let doc: AttestationDocument = serde_json::from_slice(&raw).with_context(|| format!("{}: attestation JSON", file.display()))?;
+        let doc: AttestationDocument = serde_json::from_slice(&raw)
+            .with_context(|| format!("{}: attestation JSON", file.display()))?;
         return Ok(doc.bundle()?);
     }
     let kind = match kind {
@@ -86,8 +91,13 @@ fn load_bundle(file: &Path, kind: Option<Kind>) -> Result<EvidenceBundle> {
         Some(Kind::Tdx) => TeeKind::Tdx,
         Some(Kind::Simulated) => TeeKind::Simulated,
         None if raw.len() == power_attest::snp::report::REPORT_LEN => TeeKind::SevSnp,
-        None if raw.len() > 8 && matches!(raw[0], 4 | 5) && raw[4..8] == [0x81, 0, 0, 0] => TeeKind::Tdx,
-        None => bail!("{}: cannot tell the evidence kind; pass --kind", file.display()),
+        None if raw.len() > 8 && matches!(raw[0], 4 | 5) && raw[4..8] == [0x81, 0, 0, 0] => {
+            TeeKind::Tdx
+        }
+        None => bail!(
+            "{}: cannot tell the evidence kind; pass --kind",
+            file.display()
+        ),
     };
     Ok(EvidenceBundle::new(kind, raw))
 }
@@ -95,9 +105,16 @@ fn load_bundle(file: &Path, kind: Option<Kind>) -> Result<EvidenceBundle> {
 fn add_certs(b: &mut EvidenceBundle, certs: &[PathBuf]) -> Result<()> {
     for p in certs {
         let raw = read(p)?;
-        let ders = if raw.starts_with(b"-----") { power_attest::x509::pem_certs(&p.display().to_string(), &raw)? } else { vec![raw] };
+        let ders = if raw.starts_with(b"-----") {
+            power_attest::x509::pem_certs(&p.display().to_string(), &raw)?
+        } else {
+            vec![raw]
+        };
         for der in ders {
-            let cn = power_attest::x509::common_name(&power_attest::x509::parse_cert(&p.display().to_string(), &der)?);
+            let cn = power_attest::x509::common_name(&power_attest::x509::parse_cert(
+                &p.display().to_string(),
+                &der,
+            )?);
             let slot = if cn == "SEV-VCEK" || cn == "SEV-VLEK" {
                 &mut b.leaf_cert
             } else if cn.starts_with("ARK-") {
@@ -129,16 +146,27 @@ fn print(v: &Verdict, json: bool) -> Result<()> {
 
 fn run(cli: Cli) -> Result<bool> {
     let policy_path = cli.policy.as_ref().context("--policy FILE is required")?;
-    let policy = Policy::from_json(&String::from_utf8(read(policy_path)?).context("policy is not UTF-8")?).with_context(|| format!("{}", policy_path.display()))?;
+    let policy =
+        Policy::from_json(&String::from_utf8(read(policy_path)?).context("policy is not UTF-8")?)
+            .with_context(|| format!("{}", policy_path.display()))?;
     let at = match &cli.at {
-        Some(s) => Some(OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).with_context(|| format!("--at {s:?} is not RFC 3339"))?),
+        Some(s) => Some(
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--at {s:?} is not RFC 3339"))?,
+        ),
         None => None,
     };
     let model_sha256 = hex32("--model-sha256", cli.model_sha256.as_ref())?;
     if let Some(url) = &cli.url {
-        let r = power_attest::online::attest_url(url, &policy, cli.model.as_deref(), model_sha256, at)?;
+        let r =
+            power_attest::online::attest_url(url, &policy, cli.model.as_deref(), model_sha256, at)?;
         if cli.json {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"handshake": r.handshake, "fresh": r.fresh}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"handshake": r.handshake, "fresh": r.fresh})
+                )?
+            );
         } else {
             println!("== RA-TLS certificate evidence (during the handshake)");
             print(&r.handshake, false)?;
@@ -147,7 +175,15 @@ fn run(cli: Cli) -> Result<bool> {
         }
         return Ok(r.handshake.accepted && r.fresh.accepted);
     }
-    let Some(Cmd::Report { file, certs, kind, collateral, nonce, spki_sha256 }) = cli.cmd else {
+    let Some(Cmd::Report {
+        file,
+        certs,
+        kind,
+        collateral,
+        nonce,
+        spki_sha256,
+    }) = cli.cmd
+    else {
         bail!("give `report FILE ...` or `--url https://HOST:PORT`");
     };
     let mut b = load_bundle(&file, kind)?;
@@ -161,7 +197,12 @@ fn run(cli: Cli) -> Result<bool> {
         model_sha256,
         nonce_issued_at: None,
     };
-    let v = power_attest::verify(&b, &exp, &policy, at.unwrap_or_else(OffsetDateTime::now_utc));
+    let v = power_attest::verify(
+        &b,
+        &exp,
+        &policy,
+        at.unwrap_or_else(OffsetDateTime::now_utc),
+    );
     print(&v, cli.json)?;
     Ok(v.accepted)
 }

@@ -14,19 +14,46 @@ use crate::x509::{fingerprint, pem_certs};
 /// SHA-256 of the DER of each pinned certificate (cross-checked in three public repositories,
 /// see testdata/PROVENANCE.md).
 pub const ARK_SHA256: [(Product, &str); 3] = [
-    (Product::Milan, "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"),
-    (Product::Genoa, "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"),
-    (Product::Turin, "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"),
+    (
+        Product::Milan,
+        "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+    ),
+    (
+        Product::Genoa,
+        "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+    ),
+    (
+        Product::Turin,
+        "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+    ),
 ];
 pub const ASK_SHA256: [(Product, &str); 3] = [
-    (Product::Milan, "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b"),
-    (Product::Genoa, "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521"),
-    (Product::Turin, "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185"),
+    (
+        Product::Milan,
+        "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
+    ),
+    (
+        Product::Genoa,
+        "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+    ),
+    (
+        Product::Turin,
+        "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+    ),
 ];
 pub const ASVK_SHA256: [(Product, &str); 3] = [
-    (Product::Milan, "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5"),
-    (Product::Genoa, "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372"),
-    (Product::Turin, "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c"),
+    (
+        Product::Milan,
+        "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+    ),
+    (
+        Product::Genoa,
+        "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+    ),
+    (
+        Product::Turin,
+        "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
+    ),
 ];
 
 /// One product's anchors, as DER.
@@ -112,7 +139,11 @@ fn spl(value: &[u8], name: &'static str) -> Result<u8> {
 fn ia5(value: &[u8]) -> Result<String> {
     let c = asn1::expect_single(WHAT, asn1::TAG_IA5, value)?;
     if !c.iter().all(|b| b.is_ascii() && !b.is_ascii_control()) {
-        return Err(Error::malformed(WHAT, 2, "IA5String has non-printable bytes"));
+        return Err(Error::malformed(
+            WHAT,
+            2,
+            "IA5String has non-printable bytes",
+        ));
     }
     Ok(String::from_utf8_lossy(c).into_owned())
 }

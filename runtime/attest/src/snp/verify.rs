@@ -40,7 +40,12 @@ pub fn verify_snp_evidence(
     let report = match SnpReport::parse(&bundle.evidence) {
         Ok(r) => r,
         Err(e) => {
-            push_err(checks, "snp.report", "1184-byte report, version 2, 3 or 5", e);
+            push_err(
+                checks,
+                "snp.report",
+                "1184-byte report, version 2, 3 or 5",
+                e,
+            );
             return None;
         }
     };
@@ -91,7 +96,10 @@ pub fn verify_snp_evidence(
     ));
 
     // Product: CPUID (v≥3) and the certificate's productName must agree.
-    let cert_product = ext.product_name.as_deref().and_then(Product::from_product_name);
+    let cert_product = ext
+        .product_name
+        .as_deref()
+        .and_then(Product::from_product_name);
     let product = match (report.cpuid_product(), cert_product) {
         (Some(a), Some(b)) if a != b => {
             checks.push(Check::fail(
@@ -132,7 +140,11 @@ pub fn verify_snp_evidence(
             {
                 checks.push(Check::fail(
                     "snp.ark",
-                    format!("pinned ARK-{} sha256 {}", product.name(), fingerprint(&roots.ark)),
+                    format!(
+                        "pinned ARK-{} sha256 {}",
+                        product.name(),
+                        fingerprint(&roots.ark)
+                    ),
                     format!("sha256 {}", fingerprint(given)),
                 ));
                 return Some(out);
@@ -169,7 +181,10 @@ pub fn verify_snp_evidence(
         SigningKey::Vcek => format!("SEV-{}", product.name()),
         SigningKey::Vlek => format!("SEV-VLEK-{}", product.name()),
     };
-    let chain_desc = format!("{signer} <- {inter_name} <- ARK-{} (RSA-PSS SHA-384)", product.name());
+    let chain_desc = format!(
+        "{signer} <- {inter_name} <- ARK-{} (RSA-PSS SHA-384)",
+        product.name()
+    );
     let chain = (|| -> crate::Result<String> {
         let ark = parse_cert("ARK", ark_der)?;
         let inter_der = inter_der.filter(|d| !d.is_empty()).ok_or_else(|| {
@@ -187,7 +202,11 @@ pub fn verify_snp_evidence(
         verify_issued_by(&inter_name, &inter, &ark)?;
         verify_issued_by(signer, &leaf, &inter)?;
         let mut validity = Vec::new();
-        for (n, c) in [("ARK", &ark), (inter_name.as_str(), &inter), (signer, &leaf)] {
+        for (n, c) in [
+            ("ARK", &ark),
+            (inter_name.as_str(), &inter),
+            (signer, &leaf),
+        ] {
             if let Err(e) = check_validity(n, c, now) {
                 validity.push(e.to_string());
             }
@@ -200,7 +219,10 @@ pub fn verify_snp_evidence(
             checks.push(Check::new(
                 "snp.validity",
                 validity.is_empty(),
-                format!("all certificates valid at {}", crate::verdict::fmt_time(now)),
+                format!(
+                    "all certificates valid at {}",
+                    crate::verdict::fmt_time(now)
+                ),
                 if validity.is_empty() {
                     "valid".to_string()
                 } else {
@@ -231,7 +253,12 @@ pub fn verify_snp_evidence(
             format!("ECDSA P-384 by the {signer}"),
             "valid",
         )),
-        Err(e) => push_err(checks, "snp.signature", &format!("ECDSA P-384 by the {signer}"), e),
+        Err(e) => push_err(
+            checks,
+            "snp.signature",
+            &format!("ECDSA P-384 by the {signer}"),
+            e,
+        ),
     }
 
     // Certificate TCB == REPORTED_TCB (never CURRENT_TCB).
@@ -324,7 +351,11 @@ pub fn snp_reference_checks(
     c.push(Check::new(
         format!("{prefix}snp.guestPolicy.migrateMA"),
         gp.migrate_ma || !r.policy.migrate_ma(),
-        if gp.migrate_ma { "allowed" } else { "MIGRATE_MA = 0" },
+        if gp.migrate_ma {
+            "allowed"
+        } else {
+            "MIGRATE_MA = 0"
+        },
         format!("MIGRATE_MA = {}", r.policy.migrate_ma() as u8),
     ));
     match (&refs.minimum_tcb, ev.product) {

@@ -225,7 +225,10 @@ const PCK_WHAT: &str = "PCK SGX extension";
 
 /// Parse the value of extension 1.2.840.113741.1.13.1 (a SEQUENCE of (OID, value) pairs).
 pub fn parse_pck_extensions(value: &[u8]) -> Result<PckExtensions> {
-    use crate::asn1::{TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, expect_single, oid_to_string, read_tlv, uint_content};
+    use crate::asn1::{
+        TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, expect_single, oid_to_string,
+        read_tlv, uint_content,
+    };
     use crate::oids::intel;
     let mut out = PckExtensions::default();
     let mut seen = 0u32;
@@ -243,7 +246,11 @@ pub fn parse_pck_extensions(value: &[u8]) -> Result<PckExtensions> {
         }
         let (t, oid_c, val) = read_tlv(PCK_WHAT, pair)?;
         if t != TAG_OID {
-            return Err(Error::malformed(PCK_WHAT, 0, "entry does not start with an OID"));
+            return Err(Error::malformed(
+                PCK_WHAT,
+                0,
+                "entry does not start with an OID",
+            ));
         }
         let oid = oid_to_string(PCK_WHAT, oid_c)?;
         match oid.as_str() {
@@ -267,29 +274,40 @@ pub fn parse_pck_extensions(value: &[u8]) -> Result<PckExtensions> {
                     let o = oid_to_string(PCK_WHAT, oc)?;
                     if o == intel::PCESVN {
                         let n = uint_content(PCK_WHAT, expect_single(PCK_WHAT, TAG_INTEGER, v)?)?;
-                        out.pcesvn = u16::try_from(n).map_err(|_| Error::malformed(PCK_WHAT, 0, "PCESVN > 65535"))?;
+                        out.pcesvn = u16::try_from(n)
+                            .map_err(|_| Error::malformed(PCK_WHAT, 0, "PCESVN > 65535"))?;
                         seen |= 1 << 17;
                     } else if o == intel::CPUSVN {
                         let s = expect_single(PCK_WHAT, TAG_OCTET_STRING, v)?;
-                        out.cpusvn = s.try_into().map_err(|_| Error::malformed(PCK_WHAT, 0, "CPUSVN must be 16 bytes"))?;
+                        out.cpusvn = s.try_into().map_err(|_| {
+                            Error::malformed(PCK_WHAT, 0, "CPUSVN must be 16 bytes")
+                        })?;
                         seen |= 1 << 18;
-                    } else if let Some(idx) = o.strip_prefix(intel::TCB_COMP_PREFIX).and_then(|s| s.parse::<usize>().ok())
+                    } else if let Some(idx) = o
+                        .strip_prefix(intel::TCB_COMP_PREFIX)
+                        .and_then(|s| s.parse::<usize>().ok())
                         && (1..=16).contains(&idx)
                     {
                         let n = uint_content(PCK_WHAT, expect_single(PCK_WHAT, TAG_INTEGER, v)?)?;
-                        out.sgx_tcb_comp_svn[idx - 1] = u8::try_from(n).map_err(|_| Error::malformed(PCK_WHAT, 0, "TCB component SVN > 255"))?;
+                        out.sgx_tcb_comp_svn[idx - 1] = u8::try_from(n).map_err(|_| {
+                            Error::malformed(PCK_WHAT, 0, "TCB component SVN > 255")
+                        })?;
                         seen |= 1 << idx;
                     }
                 }
             }
             intel::PCE_ID => {
                 let s = expect_single(PCK_WHAT, TAG_OCTET_STRING, val)?;
-                out.pce_id = s.try_into().map_err(|_| Error::malformed(PCK_WHAT, 0, "PCE-ID must be 2 bytes"))?;
+                out.pce_id = s
+                    .try_into()
+                    .map_err(|_| Error::malformed(PCK_WHAT, 0, "PCE-ID must be 2 bytes"))?;
                 seen |= 1 << 20;
             }
             intel::FMSPC => {
                 let s = expect_single(PCK_WHAT, TAG_OCTET_STRING, val)?;
-                out.fmspc = s.try_into().map_err(|_| Error::malformed(PCK_WHAT, 0, "FMSPC must be 6 bytes"))?;
+                out.fmspc = s
+                    .try_into()
+                    .map_err(|_| Error::malformed(PCK_WHAT, 0, "FMSPC must be 6 bytes"))?;
                 seen |= 1 << 21;
             }
             _ => {}
@@ -297,7 +315,11 @@ pub fn parse_pck_extensions(value: &[u8]) -> Result<PckExtensions> {
     }
     let want: u32 = (0x1FFFF & !1) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
     if seen & want != want {
-        return Err(Error::malformed(PCK_WHAT, 0, format!("missing entries (mask {:#x} of {want:#x})", seen & want)));
+        return Err(Error::malformed(
+            PCK_WHAT,
+            0,
+            format!("missing entries (mask {:#x} of {want:#x})", seen & want),
+        ));
     }
     Ok(out)
 }

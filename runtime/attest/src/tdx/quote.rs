@@ -133,7 +133,10 @@ fn body(r: &mut Reader<'_>, td15: bool) -> Result<TdReportBody> {
     }
     let report_data = r.array("REPORTDATA")?;
     let (tee_tcb_svn2, mr_service_td) = if td15 {
-        (Some(r.array("TEE_TCB_SVN2")?), Some(r.array("MRSERVICETD")?))
+        (
+            Some(r.array("TEE_TCB_SVN2")?),
+            Some(r.array("MRSERVICETD")?),
+        )
     } else {
         (None, None)
     };
@@ -160,20 +163,36 @@ impl TdxQuote {
         let mut r = Reader::new(WHAT, buf);
         let version = r.u16_le("VERSION")?;
         if version != 4 && version != 5 {
-            return Err(Error::malformed(WHAT, 0, format!("VERSION must be 4 or 5, found {version}")));
+            return Err(Error::malformed(
+                WHAT,
+                0,
+                format!("VERSION must be 4 or 5, found {version}"),
+            ));
         }
         let key_type = r.u16_le("ATT_KEY_TYPE")?;
         if key_type != 2 {
-            return Err(Error::malformed(WHAT, 2, format!("ATT_KEY_TYPE must be 2 (ECDSA P-256), found {key_type}")));
+            return Err(Error::malformed(
+                WHAT,
+                2,
+                format!("ATT_KEY_TYPE must be 2 (ECDSA P-256), found {key_type}"),
+            ));
         }
         let tee_type = r.u32_le("TEE_TYPE")?;
         if tee_type != 0x81 {
-            return Err(Error::malformed(WHAT, 4, format!("TEE_TYPE must be 0x81 (TDX), found {tee_type:#x}")));
+            return Err(Error::malformed(
+                WHAT,
+                4,
+                format!("TEE_TYPE must be 0x81 (TDX), found {tee_type:#x}"),
+            ));
         }
         r.take("reserved", 4)?;
         let vendor: [u8; 16] = r.array("QE_VENDOR_ID")?;
         if vendor != INTEL_QE_VENDOR_ID {
-            return Err(Error::malformed(WHAT, 12, format!("QE_VENDOR_ID {} is not Intel's", hex::encode(vendor))));
+            return Err(Error::malformed(
+                WHAT,
+                12,
+                format!("QE_VENDOR_ID {} is not Intel's", hex::encode(vendor)),
+            ));
         }
         let user_data = r.array("USER_DATA")?;
         let (body_type, body) = if version == 4 {
@@ -185,10 +204,20 @@ impl TdxQuote {
             let (td15, want) = match body_type {
                 2 => (false, TD10_BODY_LEN),
                 3 => (true, TD15_BODY_LEN),
-                t => return Err(Error::malformed(WHAT, off, format!("BODY_TYPE must be 2 or 3 (TD report), found {t}"))),
+                t => {
+                    return Err(Error::malformed(
+                        WHAT,
+                        off,
+                        format!("BODY_TYPE must be 2 or 3 (TD report), found {t}"),
+                    ));
+                }
             };
             if body_size != want {
-                return Err(Error::malformed(WHAT, off + 2, format!("BODY_SIZE for type {body_type} must be {want}, found {body_size}")));
+                return Err(Error::malformed(
+                    WHAT,
+                    off + 2,
+                    format!("BODY_SIZE for type {body_type} must be {want}, found {body_size}"),
+                ));
             }
             (body_type, body(&mut r, td15)?)
         };
@@ -196,7 +225,11 @@ impl TdxQuote {
         let sig_len_off = r.pos();
         let sig_len = r.u32_le("SIG_DATA_LEN")? as usize;
         if sig_len > MAX_SIG_DATA_LEN {
-            return Err(Error::malformed(WHAT, sig_len_off, format!("SIG_DATA_LEN {sig_len} exceeds {MAX_SIG_DATA_LEN}")));
+            return Err(Error::malformed(
+                WHAT,
+                sig_len_off,
+                format!("SIG_DATA_LEN {sig_len} exceeds {MAX_SIG_DATA_LEN}"),
+            ));
         }
         let sig_start = r.pos();
         let sig_data = r.take("signature data", sig_len)?;
@@ -207,12 +240,23 @@ impl TdxQuote {
         let attestation_key = s.array("attestation key")?;
         let ct = s.u16_le("CERT_DATA_TYPE")?;
         if ct != 6 {
-            return Err(Error::malformed(WHAT, sig_start + 128, format!("CERT_DATA_TYPE must be 6 (QE report certification data), found {ct}")));
+            return Err(Error::malformed(
+                WHAT,
+                sig_start + 128,
+                format!("CERT_DATA_TYPE must be 6 (QE report certification data), found {ct}"),
+            ));
         }
         let cd_len = s.u32_le("CERT_DATA_SIZE")? as usize;
         let cd = s.take("certification data", cd_len)?;
         if s.remaining() != 0 {
-            return Err(Error::malformed(WHAT, sig_start + s.pos(), format!("{} bytes after certification data inside SIG_DATA_LEN", s.remaining())));
+            return Err(Error::malformed(
+                WHAT,
+                sig_start + s.pos(),
+                format!(
+                    "{} bytes after certification data inside SIG_DATA_LEN",
+                    s.remaining()
+                ),
+            ));
         }
         let cd_off = sig_start + 134;
         let mut c = Reader::new("QE certification data", cd);
@@ -223,12 +267,20 @@ impl TdxQuote {
         let inner_off = cd_off + c.pos();
         let inner = c.u16_le("inner CERT_DATA_TYPE")?;
         if inner != 5 {
-            return Err(Error::malformed(WHAT, inner_off, format!("inner CERT_DATA_TYPE must be 5 (PCK chain), found {inner}")));
+            return Err(Error::malformed(
+                WHAT,
+                inner_off,
+                format!("inner CERT_DATA_TYPE must be 5 (PCK chain), found {inner}"),
+            ));
         }
         let pem_len = c.u32_le("inner CERT_DATA_SIZE")? as usize;
         let pem = c.take("PCK chain", pem_len)?;
         if c.remaining() != 0 {
-            return Err(Error::malformed(WHAT, cd_off + c.pos(), format!("{} bytes after the PCK chain", c.remaining())));
+            return Err(Error::malformed(
+                WHAT,
+                cd_off + c.pos(),
+                format!("{} bytes after the PCK chain", c.remaining()),
+            ));
         }
         let end = pem.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
         Ok(TdxQuote {

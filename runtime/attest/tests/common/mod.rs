@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 //! Shared test fixtures: the real corpus in `testdata/` (see testdata/PROVENANCE.md).
 
 use power_attest::{CheckStatus, EvidenceBundle, Expectations, Policy, TeeKind, Verdict};
@@ -27,6 +27,7 @@ pub fn chain(rel: &str) -> (Vec<u8>, Vec<u8>) {
     (v.remove(0), ark)
 }
 
+#[derive(Debug)]
 pub struct SnpSample {
     pub report: &'static str,
     pub cert: &'static str,
@@ -39,14 +40,46 @@ pub const VLEK_TIME: OffsetDateTime = datetime!(2025-06-01 00:00 UTC);
 pub fn snp_samples() -> Vec<SnpSample> {
     let s = |report, cert, at| SnpSample { report, cert, at };
     vec![
-        s("snp/milan-v2-report.bin", "snp/milan-v2-vcek.der", VCEK_TIME),
-        s("snp/milan-v2-virtee-report.bin", "snp/milan-v2-virtee-vcek.der", VCEK_TIME),
-        s("snp/milan-v2-idblock-report.bin", "snp/milan-v2-idblock-vcek.der", VCEK_TIME),
-        s("snp/milan-v3-vlek-report.bin", "snp/milan-v3-vlek.der", VLEK_TIME),
-        s("snp/milan-v3-report.bin", "snp/milan-v3-vcek.pem", VCEK_TIME),
-        s("snp/milan-v5-gcp-report.bin", "snp/milan-v5-gcp-vcek.pem", VCEK_TIME),
-        s("snp/genoa-v3-report.bin", "snp/genoa-v3-vcek.pem", VCEK_TIME),
-        s("snp/genoa-v3-azure-report.bin", "snp/genoa-v3-azure-vcek.pem", VCEK_TIME),
+        s(
+            "snp/milan-v2-report.bin",
+            "snp/milan-v2-vcek.der",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/milan-v2-virtee-report.bin",
+            "snp/milan-v2-virtee-vcek.der",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/milan-v2-idblock-report.bin",
+            "snp/milan-v2-idblock-vcek.der",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/milan-v3-vlek-report.bin",
+            "snp/milan-v3-vlek.der",
+            VLEK_TIME,
+        ),
+        s(
+            "snp/milan-v3-report.bin",
+            "snp/milan-v3-vcek.pem",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/milan-v5-gcp-report.bin",
+            "snp/milan-v5-gcp-vcek.pem",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/genoa-v3-report.bin",
+            "snp/genoa-v3-vcek.pem",
+            VCEK_TIME,
+        ),
+        s(
+            "snp/genoa-v3-azure-report.bin",
+            "snp/genoa-v3-azure-vcek.pem",
+            VCEK_TIME,
+        ),
     ]
 }
 
@@ -71,7 +104,12 @@ pub fn assert_pass(v: &Verdict, names: &[&str]) {
 }
 
 pub fn assert_fail(v: &Verdict, name: &str) {
-    assert_eq!(status(v, name), CheckStatus::Fail, "{name}\n{}", v.render_text());
+    assert_eq!(
+        status(v, name),
+        CheckStatus::Fail,
+        "{name}\n{}",
+        v.render_text()
+    );
     assert!(!v.passed);
 }
 
