@@ -208,17 +208,21 @@ fn every_isa_matches_scalar_on_random_blocks() {
 
 /// Per-element bound on |x - dequant(quantize(x))| for each activation type, summed against
 /// |w|. Q8_0/Q8_1: q = round(x·127/amax) is within 0.5 of x/d, d = amax/127; the stored scale
-/// is d rounded to f16 (relative error ≤ 2^-11 for the normal-range d these tests produce), so
-/// |x - q·d16| ≤ 0.5·d + 127·2^-11·d < 0.57·d. Q8_K keeps d in f32: ≤ 0.5·d (+ f32 rounding,
-/// covered by 0.51). F16/BF16 round each x to 11/8 significant bits: 2^-11·|x|, 2^-8·|x|.
+/// is d rounded to f16, off by at most 2^-11·d (normal range) or 2^-25 (subnormal), so
+/// |x - q·d16| ≤ 0.5·d + 127·(2^-11·d + 2^-25) < 0.57·d + 127·2^-25. Q8_K keeps d in f32:
+/// ≤ 0.5·d (+ f32 rounding, covered by 0.51). F16/BF16 round each x to 11/8 significant bits:
+/// 2^-11·|x| (+ 2^-25 absolute in f16's subnormal range), 2^-8·|x|.
 fn activation_error_bound(vdt: GgmlType, w: &[f32], x: &[f32]) -> f64 {
-    let per_block = |blk: usize, k: f64| -> f64 {
+    let f16_abs = 2f64.powi(-25);
+    let per_block = |blk: usize, k: f64, abs: f64| -> f64 {
         w.chunks(blk)
             .zip(x.chunks(blk))
             .map(|(w, x)| {
                 let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let d = f64::from(amax) / 127.0;
-                w.iter().map(|&w| f64::from(w.abs()) * k * d).sum::<f64>()
+                w.iter()
+                    .map(|&w| f64::from(w.abs()) * (k * d + abs))
+                    .sum::<f64>()
             })
             .sum()
     };
@@ -229,9 +233,9 @@ fn activation_error_bound(vdt: GgmlType, w: &[f32], x: &[f32]) -> f64 {
             .sum()
     };
     match vdt {
-        GgmlType::Q8_0 | GgmlType::Q8_1 => per_block(32, 0.57),
-        GgmlType::Q8_K => per_block(256, 0.51),
-        GgmlType::F16 => rel(2f64.powi(-11)),
+        GgmlType::Q8_0 | GgmlType::Q8_1 => per_block(32, 0.57, 127.0 * f16_abs),
+        GgmlType::Q8_K => per_block(256, 0.51, 0.0),
+        GgmlType::F16 => rel(2f64.powi(-11)) + per_block(1, 0.0, f16_abs),
         GgmlType::BF16 => rel(2f64.powi(-8)),
         _ => 0.0,
     }
@@ -350,6 +354,39 @@ fn q8_activations_follow_llama_cpp_rounding() {
     for vdt in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
         let act = quantized(vdt, &[0.0; 256]);
         assert!(act.iter().all(|&b| b == 0), "{vdt}");
+    }
+}
+
+#[test]
+fn activation_round_trip_stays_within_half_a_step() {
+    // dequantize(quantize(x)) for every activation type, against the per-element bounds of
+    // `activation_error_bound` (one weight of 1 at element i isolates element i's error).
+    let mut rng = StdRng::seed_from_u64(0xAC7);
+    for vdt in [
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q8_K,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ] {
+        let n = 1024;
+        let x: Vec<f32> = (0..n)
+            .map(|i| rng.random_range(-1.0f32..1.0) * [1.0, 1e-2, 1e-4, 1e-6][i / 256])
+            .collect();
+        let back = dequantized(vdt, &quantized(vdt, &x), n);
+        for i in 0..n {
+            let mut unit = vec![0.0f32; n];
+            unit[i] = 1.0;
+            let bound = activation_error_bound(vdt, &unit, &x);
+            let err = f64::from((back[i] - x[i]).abs());
+            assert!(
+                err <= bound,
+                "{vdt}[{i}]: {} → {} (err {err:e} > {bound:e})",
+                x[i],
+                back[i]
+            );
+        }
     }
 }
 

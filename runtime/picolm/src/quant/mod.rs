@@ -6,7 +6,7 @@
 //! quantized to the weight type's [`GgmlType::vec_dot_type`] the way llama.cpp does, and each
 //! dot product sums integer products inside a block before applying the block's scales.
 //!
-//! Every format has a scalar reference ([`scalar`], always compiled). On x86_64, AVX2 and
+//! Every format has a scalar reference (module `scalar`, always compiled). On x86_64, AVX2 and
 //! AVX-512 kernels are selected once at run time from the CPU's features ([`isa`]); they differ
 //! from the scalar path only in the order of f32 additions across blocks.
 //!
@@ -261,7 +261,8 @@ fn parse_isa(s: &str) -> Option<Isa> {
     }
 }
 
-/// The ISA the kernels run with (detected once; see [`ACTIVE`] for the `PICOLM_ISA` override).
+/// The ISA the kernels run with: the best one this CPU supports, detected once per process,
+/// unless `PICOLM_ISA=scalar|avx2|avx512` asks for a lower one (it never raises it).
 pub fn isa() -> Isa {
     ACTIVE.isa
 }
