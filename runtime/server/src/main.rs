@@ -28,6 +28,12 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Measure prefill and decode throughput of a model (JSON on stdout; see bench/).
     Bench(cmd::bench::BenchArgs),
+    /// Generate a model-signing key pair or a model encryption key.
+    Keygen(cmd::keygen::KeygenArgs),
+    /// Sign a model: write FILE.sig (Ed25519 over its SHA-256).
+    Seal(cmd::seal::SealArgs),
+    /// Encrypt a model to a chunked AES-256-GCM .enc file.
+    Encrypt(cmd::encrypt::EncryptArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,9 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Seal(a) => cmd::seal::run(a),
+        Command::Encrypt(a) => cmd::encrypt::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod encrypt;
 pub mod inspect;
+pub mod keygen;
 pub mod run;
+pub mod seal;
