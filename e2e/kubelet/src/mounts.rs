@@ -66,9 +66,13 @@ ensure_path() {
             let _ = writeln!(s, "mount -o remount,bind,ro {}", q(&m.target));
         }
     }
-    if let Some(dir) = working_dir {
-        let _ = writeln!(s, "ensure_path {} dir", quote(dir));
-        let _ = writeln!(s, "cd {}", quote(dir));
+    match working_dir.filter(|d| !d.is_empty()) {
+        Some(dir) => {
+            let _ = writeln!(s, "ensure_path {} dir", quote(dir));
+            let _ = writeln!(s, "cd {}", quote(dir));
+        }
+        // An image without WORKDIR starts in /, not wherever the kubelet runs.
+        None => s.push_str("cd /\n"),
     }
     s.push_str("argv0=$1; shift\nexec \"$argv0\" \"$@\"\n");
     s

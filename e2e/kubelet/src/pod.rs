@@ -593,7 +593,13 @@ impl Worker {
                 format!("image {image:?} is not in the process kubelet's image table")
             })?
             .to_owned();
-        let env = container_env(&self.pod, &spec, &self.objs, &rt)?;
+        let mut env = container_env(&self.pod, &spec, &self.objs, &rt)?;
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            // A container's HOME is private to it; the machine's /root is not.
+            let home = self.dir.join(format!("home-{}", spec.name));
+            std::fs::create_dir_all(&home)?;
+            env.push(("HOME".into(), home.to_string_lossy().into_owned()));
+        }
         let argv = container_argv(&spec, &exe, &env)?;
         let mut mounts = Vec::new();
         for m in spec.volume_mounts.iter().flatten() {

@@ -45,7 +45,7 @@ class H(http.server.BaseHTTPRequestHandler):
             body = json.dumps({
                 "pod": os.environ["POD_NAME"], "podIP": os.environ["POD_IP"],
                 "namespace": (SA / "namespace").read_text(), "apiVersion": version,
-                "greeting": open("greeting.txt").read(), "cwd": os.getcwd(),
+                "greeting": open("greeting.txt").read(), "cwd": os.getcwd(), "home": os.environ["HOME"],
             }).encode()
         else:
             self.send_response(404); self.end_headers(); return
@@ -317,6 +317,11 @@ async fn deployment_becomes_ready_and_serves_through_its_endpoint_slice() -> any
             "{info}"
         );
         ensure!(info["cwd"] == json!("/opt/e2e-web"), "{info}");
+        let home = info["home"].as_str().unwrap_or_default();
+        ensure!(
+            home.contains("/pods/") && home.ends_with("/home-web"),
+            "HOME not private: {info}"
+        );
     }
     let ips: Vec<&String> = slice_ips.iter().collect();
     for (from, to) in [(ips[0], ips[1]), (ips[1], ips[0])] {
