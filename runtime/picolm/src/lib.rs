@@ -10,6 +10,7 @@ pub mod chat;
 pub mod error;
 pub mod forward;
 pub mod gguf;
+pub mod grammar;
 pub mod model;
 pub mod quant;
 pub mod sampler;
