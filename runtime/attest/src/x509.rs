@@ -3,6 +3,9 @@
 //! VCEKs), name chaining, validity at an injected time, PEM splitting and CRLs.
 
 use ::time::OffsetDateTime;
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use sha2::{Digest, Sha256};
@@ -152,12 +155,14 @@ pub fn verify_signature(
                     ),
                 ));
             }
-            let key = rsa::RsaPublicKey::from_public_key_der(issuer_spki.raw)
-                .map_err(|e| Error::sig(what, format!("issuer RSA key: {e}")))?;
-            let vk = rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, 48);
-            let sig = rsa::pss::Signature::try_from(signature)
-                .map_err(|e| Error::sig(what, format!("RSA signature: {e}")))?;
-            vk.verify(tbs, &sig).map_err(|e| Error::sig(what, e))
+            cached(issuer_spki.raw, tbs, signature, || {
+                let key = rsa::RsaPublicKey::from_public_key_der(issuer_spki.raw)
+                    .map_err(|e| Error::sig(what, format!("issuer RSA key: {e}")))?;
+                let vk = rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, 48);
+                let sig = rsa::pss::Signature::try_from(signature)
+                    .map_err(|e| Error::sig(what, format!("RSA signature: {e}")))?;
+                vk.verify(tbs, &sig).map_err(|e| Error::sig(what, e))
+            })
         }
         alg::ECDSA_SHA256 | alg::ECDSA_SHA384 => {
             if issuer_spki.algorithm.algorithm.to_id_string() != alg::EC_PUBLIC_KEY {
@@ -168,20 +173,48 @@ pub fn verify_signature(
             } else {
                 EcHash::Sha384
             };
-            verify_ecdsa(
-                what,
-                issuer_spki.raw,
-                ec_curve(issuer_spki),
-                h,
-                tbs,
-                signature,
-            )
+            cached(issuer_spki.raw, tbs, signature, || {
+                verify_ecdsa(
+                    what,
+                    issuer_spki.raw,
+                    ec_curve(issuer_spki),
+                    h,
+                    tbs,
+                    signature,
+                )
+            })
         }
         other => Err(Error::sig(
             what,
             format!("signature algorithm {other} is not accepted"),
         )),
     }
+}
+
+/// Successful certificate/CRL signature verifications, keyed by SHA-256 of (issuer SPKI, signed
+/// bytes, signature) after the algorithm parameters were checked. The same pinned ARK/ASK and
+/// Intel CA pairs are verified on every report; this keeps verification within budget.
+static VERIFIED: LazyLock<Mutex<HashSet<[u8; 32]>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+const VERIFIED_MAX: usize = 256;
+
+fn cached(spki: &[u8], tbs: &[u8], sig: &[u8], verify: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mut h = Sha256::new();
+    for part in [spki, tbs, sig] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let key: [u8; 32] = h.finalize().into();
+    if VERIFIED.lock().is_ok_and(|s| s.contains(&key)) {
+        return Ok(());
+    }
+    verify()?;
+    if let Ok(mut s) = VERIFIED.lock() {
+        if s.len() >= VERIFIED_MAX {
+            s.clear();
+        }
+        s.insert(key);
+    }
+    Ok(())
 }
 
 /// `subject` was issued and signed by `issuer` (names chain, signature verifies).
