@@ -10,7 +10,7 @@ use power_attest::x509::fingerprint;
 fn amd_and_intel_roots_match_their_pins() {
     for p in [Product::Milan, Product::Genoa, Product::Turin] {
         let r = pinned_roots(p);
-        let pin = |t: &[(Product, &str); 3]| t.iter().find(|(q, _)| *q == p).unwrap().1;
+        let pin = |t: &[(Product, &'static str); 3]| t.iter().find(|(q, _)| *q == p).unwrap().1;
         assert_eq!(fingerprint(&r.ark), pin(&ARK_SHA256), "{p:?} ARK");
         assert_eq!(fingerprint(&r.ask), pin(&ASK_SHA256), "{p:?} ASK");
         assert_eq!(fingerprint(&r.asvk), pin(&ASVK_SHA256), "{p:?} ASVK");
