@@ -50,7 +50,7 @@ fn simulated_attester_binds_report_data() {
 
 #[test]
 fn detect_honours_the_override_or_fails_loudly() {
-    // SAFETY-free: this test binary runs tests in threads; only this test touches the variable.
+    // Reads A3S_TEE_SIMULATE as set by whoever runs the tests; nothing here changes it.
     let r = power_attest::attester::detect();
     if std::path::Path::new(power_attest::attester::TSM_ROOT).is_dir() {
         assert!(r.is_ok());
