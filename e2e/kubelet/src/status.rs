@@ -213,7 +213,18 @@ pub fn pod_conditions(pod: &Pod) -> &[PodCondition] {
 /// The strategic-merge patch body for `pods/status`: only fields this kubelet owns.
 /// `current` is what [`with_timestamps`] compares with.
 pub fn status_patch(pod: &Pod, current: &[PodCondition], obs: &Observed, now: Timestamp) -> Value {
-    let conditions = with_timestamps(current, &compute_conditions(pod, obs), now);
+    let mut conditions =
+        serde_json::to_value(with_timestamps(current, &compute_conditions(pod, obs), now))
+            .unwrap_or_default();
+    // Conditions are merged by type: a reason or message that no longer applies (Ready turning
+    // True) must be deleted explicitly, with null.
+    for c in conditions.as_array_mut().into_iter().flatten() {
+        for key in ["reason", "message"] {
+            if c.get(key).is_none() {
+                c[key] = Value::Null;
+            }
+        }
+    }
     let mut status = json!({
         "phase": obs.phase.as_str(),
         "conditions": conditions,
@@ -363,6 +374,11 @@ mod tests {
             .map(|c| c["type"].as_str().unwrap())
             .collect();
         assert_eq!(types, OWNED_CONDITIONS);
+        let ready = &patch["status"]["conditions"][3];
+        assert_eq!(ready["status"], "True");
+        // Explicit nulls delete a stale reason/message in the strategic merge.
+        assert!(ready["reason"].is_null() && ready.get("reason").is_some());
+        assert!(ready["message"].is_null() && ready.get("message").is_some());
         assert_eq!(patch["status"]["podIPs"][0]["ip"], "10.244.0.2");
     }
 

@@ -406,16 +406,19 @@ async fn readiness_gate_keeps_a_pod_out_of_the_endpoint_slice_until_true() -> an
     };
     for (gate, want_ready) in [("True", true), ("False", false), ("True", true)] {
         set_gate(gate).await?;
-        poll(
-            &format!("Ready={want_ready} after gate {gate}"),
-            TIMEOUT,
-            || async {
-                let p = pods.get("gated").await?;
-                let ready = condition(&p, "Ready").map(|c| c.status == "True");
-                Ok((ready == Some(want_ready)).then_some(()))
-            },
-        )
+        let what = format!("Ready={want_ready} after gate {gate}");
+        let p = poll(&what, TIMEOUT, || async {
+            let p = pods.get("gated").await?;
+            let ready = condition(&p, "Ready").map(|c| c.status == "True");
+            Ok((ready == Some(want_ready)).then_some(p))
+        })
         .await?;
+        let ready = condition(&p, "Ready").context("no Ready condition")?;
+        let want_reason = (!want_ready).then_some("ReadinessGatesNotReady");
+        ensure!(
+            ready.reason.as_deref() == want_reason,
+            "stale or wrong reason: {ready:?}"
+        );
         poll(&format!("endpoint ready={want_ready}"), TIMEOUT, || async {
             let eps = endpoints(&c, &ns, "gated").await?;
             Ok(eps.contains(&(ip.clone(), want_ready)).then_some(()))
