@@ -28,7 +28,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// its downward-API env, the namespace file and the API server's version fetched in-cluster
 /// with the projected ServiceAccount token and CA (so volumes, env and pod networking all work).
 const SERVER_PY: &str = r#"
-import http.server, json, os, pathlib, ssl, urllib.request
+import http.server, json, os, pathlib, ssl, urllib.error, urllib.request
 SA = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -42,10 +42,17 @@ class H(http.server.BaseHTTPRequestHandler):
             url = "https://%s:%s/version" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
             req = urllib.request.Request(url, headers={"Authorization": "Bearer " + (SA / "token").read_text()})
             version = json.load(urllib.request.urlopen(req, context=ctx, timeout=5))["gitVersion"]
+            # RBAC applies to the pod's ServiceAccount: the default one may not list pods.
+            ns = (SA / "namespace").read_text()
+            req = urllib.request.Request(url.replace("/version", "/api/v1/namespaces/%s/pods" % ns), headers=req.headers)
+            try:
+                pods_status = urllib.request.urlopen(req, context=ctx, timeout=5).status
+            except urllib.error.HTTPError as e:
+                pods_status = e.code
             body = json.dumps({
                 "pod": os.environ["POD_NAME"], "podIP": os.environ["POD_IP"],
                 "namespace": (SA / "namespace").read_text(), "apiVersion": version,
-                "greeting": open("greeting.txt").read(), "cwd": os.getcwd(), "home": os.environ["HOME"],
+                "greeting": open("greeting.txt").read(), "cwd": os.getcwd(), "home": os.environ["HOME"], "listPods": pods_status,
             }).encode()
         else:
             self.send_response(404); self.end_headers(); return
@@ -312,6 +319,10 @@ async fn deployment_becomes_ready_and_serves_through_its_endpoint_slice() -> any
         ensure!(info["podIP"] == json!(ip), "{info}");
         ensure!(info["namespace"] == json!(ns), "{info}");
         ensure!(info["apiVersion"] == json!("v1.34.4"), "{info}");
+        ensure!(
+            info["listPods"] == json!(403),
+            "RBAC not enforced on the pod's token: {info}"
+        );
         ensure!(
             info["greeting"] == json!("hello from a config map"),
             "{info}"
