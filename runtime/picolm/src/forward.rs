@@ -166,6 +166,8 @@ pub struct Scratch {
     xq2: QuantBuf,
     mm: Vec<f32>,
     rope: RopeTable,
+    row_cache: Vec<u32>,
+    row_pos: Vec<u32>,
 }
 
 impl Drop for Scratch {
@@ -307,6 +309,24 @@ fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// One sequence's part of a batch: `tokens[range]` of the shared token buffer, appended to
+/// `caches[cache]` at its current length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchEntry {
+    pub cache: usize,
+    pub tokens: std::ops::Range<usize>,
+    pub output: Logits,
+}
+
+/// What a forward pass produces for the rows that ask for output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// `n_vocab` logits per row.
+    Logits,
+    /// The final normalised hidden state (`n_embd` floats) per row, for embeddings.
+    Hidden,
+}
+
 impl Model {
     /// Run `tokens` (consecutive positions starting at `kv.len()`) through the model, append
     /// their keys and values to `kv`, and write logits to `logits` (`n_vocab` floats for
@@ -319,33 +339,94 @@ impl Model {
         which: Logits,
         logits: &mut [f32],
     ) -> Result<()> {
+        let entry = BatchEntry {
+            cache: 0,
+            tokens: 0..tokens.len(),
+            output: which,
+        };
+        self.forward_batch(
+            std::slice::from_mut(kv),
+            tokens,
+            std::slice::from_ref(&entry),
+            scratch,
+            OutputKind::Logits,
+            logits,
+        )
+    }
+
+    /// Number of output rows a batch produces.
+    pub fn output_rows(entries: &[BatchEntry]) -> usize {
+        entries
+            .iter()
+            .map(|e| match e.output {
+                Logits::Last => 1,
+                Logits::All => e.tokens.len(),
+            })
+            .sum()
+    }
+
+    /// One forward pass over several sequences at once (continuous batching): every weight
+    /// matrix is read once for all the batch's rows; attention runs per row against its own
+    /// sequence's cache. Output rows come in entry order (`Last`: one, `All`: one per token).
+    pub fn forward_batch(
+        &self,
+        caches: &mut [KvCache],
+        tokens: &[u32],
+        entries: &[BatchEntry],
+        scratch: &mut Scratch,
+        kind: OutputKind,
+        out: &mut [f32],
+    ) -> Result<()> {
         let c = &self.config;
-        let n = tokens.len();
+        let mut n = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let kv = caches
+                .get(e.cache)
+                .ok_or_else(|| Error::Request(format!("batch entry {i}: no cache {}", e.cache)))?;
+            if e.tokens.is_empty() || e.tokens.end > tokens.len() {
+                return Err(Error::Request(format!(
+                    "batch entry {i}: bad token range {:?}",
+                    e.tokens
+                )));
+            }
+            if entries[..i].iter().any(|o| o.cache == e.cache) {
+                return Err(Error::Request(format!(
+                    "batch entry {i}: cache {} used twice",
+                    e.cache
+                )));
+            }
+            if kv.len + e.tokens.len() > kv.n_ctx {
+                return Err(Error::Request(format!(
+                    "context overflow: {} cached + {} new tokens exceed the context of {}",
+                    kv.len,
+                    e.tokens.len(),
+                    kv.n_ctx
+                )));
+            }
+            if let Some(&bad) = tokens[e.tokens.clone()]
+                .iter()
+                .find(|&&t| t as usize >= c.n_vocab)
+            {
+                return Err(Error::Request(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.n_vocab
+                )));
+            }
+            n += e.tokens.len();
+        }
         if n == 0 {
             return Err(Error::Request("no tokens to evaluate".into()));
         }
-        let pos0 = kv.len;
-        if pos0 + n > kv.n_ctx {
-            return Err(Error::Request(format!(
-                "context overflow: {pos0} cached + {n} new tokens exceed the context of {}",
-                kv.n_ctx
-            )));
-        }
-        let n_logits = match which {
-            Logits::Last => 1,
-            Logits::All => n,
+        let n_out = Self::output_rows(entries);
+        let width = match kind {
+            OutputKind::Logits => c.n_vocab,
+            OutputKind::Hidden => c.n_embd,
         };
-        if logits.len() != n_logits * c.n_vocab {
+        if out.len() != n_out * width {
             return Err(Error::Request(format!(
-                "logits buffer holds {} floats, expected {}",
-                logits.len(),
-                n_logits * c.n_vocab
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            return Err(Error::Request(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.n_vocab
+                "output buffer holds {} floats, expected {}",
+                out.len(),
+                n_out * width
             )));
         }
         let file = self.bytes();
@@ -360,19 +441,35 @@ impl Model {
         grow(&mut s.gate, n * ff);
         grow(&mut s.up, n * ff);
         grow(&mut s.tmp, n * d);
-        s.rope.ensure(c, pos0 + n);
+        // Which cache and position each row belongs to.
+        s.row_cache.clear();
+        s.row_pos.clear();
+        let mut max_pos = 0;
+        for e in entries {
+            let pos0 = caches[e.cache].len;
+            for i in 0..e.tokens.len() {
+                s.row_cache.push(e.cache as u32);
+                s.row_pos.push((pos0 + i) as u32);
+            }
+            max_pos = max_pos.max(pos0 + e.tokens.len());
+        }
+        s.rope.ensure(c, max_pos);
 
         // Token embeddings: dequantize the rows.
         let emb = self.tok_embd.bytes(file);
         let erb = self.tok_embd.row_bytes;
-        for (i, &t) in tokens.iter().enumerate() {
-            let t = t as usize;
-            quant::dequantize(
-                self.tok_embd.ty,
-                &emb[t * erb..(t + 1) * erb],
-                &mut s.x[i * d..(i + 1) * d],
-            )
-            .map_err(|e| Error::Quant(e.to_string()))?;
+        let mut r = 0;
+        for e in entries {
+            for &t in &tokens[e.tokens.clone()] {
+                let t = t as usize;
+                quant::dequantize(
+                    self.tok_embd.ty,
+                    &emb[t * erb..(t + 1) * erb],
+                    &mut s.x[r * d..(r + 1) * d],
+                )
+                .map_err(|e| Error::Quant(e.to_string()))?;
+                r += 1;
+            }
         }
 
         let kv_group = c.n_head / c.n_head_kv;
@@ -415,7 +512,7 @@ impl Model {
                 }
             }
             for i in 0..n {
-                let pos = pos0 + i;
+                let pos = s.row_pos[i] as usize;
                 for h in s.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
                     s.rope.apply(c.rope_style, &mut h[..c.rope_dim], pos);
                 }
@@ -423,25 +520,36 @@ impl Model {
                     s.rope.apply(c.rope_style, &mut h[..c.rope_dim], pos);
                 }
             }
-            // Append K and V to the cache.
-            let base = l * kv.n_ctx * kvd + pos0 * kvd;
-            for (dst, src) in kv.k[base..base + n * kvd].iter_mut().zip(&s.k[..n * kvd]) {
-                *dst = f16::from_f32(*src);
+            // Append K and V to each row's cache.
+            for i in 0..n {
+                let kv = &mut caches[s.row_cache[i] as usize];
+                let base = (l * kv.n_ctx + s.row_pos[i] as usize) * kvd;
+                for (dst, src) in kv.k[base..base + kvd]
+                    .iter_mut()
+                    .zip(&s.k[i * kvd..(i + 1) * kvd])
+                {
+                    *dst = f16::from_f32(*src);
+                }
+                for (dst, src) in kv.v[base..base + kvd]
+                    .iter_mut()
+                    .zip(&s.v[i * kvd..(i + 1) * kvd])
+                {
+                    *dst = f16::from_f32(*src);
+                }
             }
-            for (dst, src) in kv.v[base..base + n * kvd].iter_mut().zip(&s.v[..n * kvd]) {
-                *dst = f16::from_f32(*src);
-            }
-            let kc = &kv.k[kv.layer_range(l, pos0 + n)];
-            let vc = &kv.v[kv.layer_range(l, pos0 + n)];
-            let q = &s.q;
-            // One task per (token, head): causal attention over positions 0..=pos.
+            let caches_ro: &[KvCache] = caches;
+            let (q, row_cache, row_pos) = (&s.q, &s.row_cache, &s.row_pos);
+            // One task per (row, head): causal attention over the row's own sequence.
             s.att[..n * qd]
                 .par_chunks_mut(hd)
                 .enumerate()
                 .for_each(|(idx, out)| {
                     let (i, h) = (idx / c.n_head, idx % c.n_head);
                     let kvh = h / kv_group;
-                    let n_pos = pos0 + i + 1;
+                    let kv = &caches_ro[row_cache[i] as usize];
+                    let n_pos = row_pos[i] as usize + 1;
+                    let kc = &kv.k[kv.layer_range(l, n_pos)];
+                    let vc = &kv.v[kv.layer_range(l, n_pos)];
                     ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
                         grow(scores, n_pos);
                         grow(qh, hd);
@@ -507,18 +615,37 @@ impl Model {
             );
             add_tmp(&mut s.x[..n * d], &s.tmp[..n * d]);
         }
-        kv.len = pos0 + n;
+        for e in entries {
+            caches[e.cache].len += e.tokens.len();
+        }
 
-        // Output head for the rows that need logits.
-        let first = n - n_logits;
-        rms_norm(
-            &s.x[first * d..n * d],
-            &self.output_norm,
-            c.rms_eps,
-            &mut s.xn[..n_logits * d],
-        );
-        s.xq.load(self.output.ty, &s.xn, n_logits, d)?;
-        matmul(file, &self.output, &s.xq, n_logits, logits, &mut s.mm);
+        // Output rows: gather the rows that asked for output, normalise, project.
+        let mut o = 0;
+        let mut r = 0;
+        for e in entries {
+            let len = e.tokens.len();
+            let rows = match e.output {
+                Logits::Last => r + len - 1..r + len,
+                Logits::All => r..r + len,
+            };
+            for row in rows {
+                rms_norm(
+                    &s.x[row * d..(row + 1) * d],
+                    &self.output_norm,
+                    c.rms_eps,
+                    &mut s.xn[o * d..(o + 1) * d],
+                );
+                o += 1;
+            }
+            r += len;
+        }
+        match kind {
+            OutputKind::Hidden => out.copy_from_slice(&s.xn[..n_out * d]),
+            OutputKind::Logits => {
+                s.xq.load(self.output.ty, &s.xn, n_out, d)?;
+                matmul(file, &self.output, &s.xq, n_out, out, &mut s.mm);
+            }
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! auditor of the inference path reads this crate alone.
 
 pub mod chat;
+pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod gguf;
