@@ -7,8 +7,10 @@ CARGO ?= cargo
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/a3s-power
 MODELS ?= $(CACHE)/models
 DEMO_MODEL := $(MODELS)/tiny-qwen2-q4_k_m.gguf
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+export PICOLM_BIN := $(TARGET_DIR)/release/a3s-power
 
-.PHONY: setup build demo test lint unit oracle bench-smoke bench clean-models
+.PHONY: setup build demo test lint unit oracle bench-smoke bench e2e-machinery clean-models
 
 ## Install what a fresh machine lacks (Python packages for the generator and the oracle).
 setup:
@@ -22,8 +24,8 @@ build:
 ## The main job on an embedded default: generate a small model and chat with it.
 demo: setup build
 	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q4_k_m --out $(MODELS) >/dev/null
-	target/release/a3s-power inspect $(DEMO_MODEL)
-	target/release/a3s-power run --model $(DEMO_MODEL) --chat --prompt "Tell me about confidential computing." --max-tokens 48 --seed 7
+	$(PICOLM_BIN) inspect $(DEMO_MODEL)
+	$(PICOLM_BIN) run --model $(DEMO_MODEL) --chat --prompt "Tell me about confidential computing." --max-tokens 48 --seed 7
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -39,7 +41,7 @@ oracle: setup
 	PICOLM_TEST_MODELS=$(MODELS) PICOLM_ORACLE_DIR=$(CACHE)/oracle-live $(CARGO) test -p picolm --test oracle -- --nocapture
 
 ## Everything CI runs.
-test: setup lint unit oracle bench-smoke
+test: setup lint unit oracle bench-smoke e2e-machinery
 
 ## A short benchmark run: checks the harness works and prints ratios; never fails on speed.
 bench-smoke: setup build
@@ -48,6 +50,10 @@ bench-smoke: setup build
 ## The real benchmark (see README): picolm vs llama.cpp, same file, same threads, one run.
 bench: setup build
 	$(PYTHON) bench/bench.py --models $(MODELS)
+
+## The real Kubernetes control plane (built from Go modules, cached) and the process kubelet.
+e2e-machinery:
+	e2e/run-machinery-tests.sh
 
 clean-models:
 	rm -rf $(MODELS) $(CACHE)/oracle-live

@@ -19,7 +19,7 @@ cargo build -p power-e2e-kubelet --bin power-e2e-kubelet
 test_bin=$(cargo test -p power-e2e-kubelet --test machinery --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*\/machinery-[^"]*\)".*/\1/p' | tail -n 1)
 [[ -x $test_bin ]] || { echo "run-machinery-tests: no test binary found" >&2; exit 1; }
-export E2E_KUBELET=$repo/target/debug/power-e2e-kubelet
+export E2E_KUBELET=${CARGO_TARGET_DIR:-$repo/target}/debug/power-e2e-kubelet
 t_rust=$((SECONDS - t0 - t_bins))
 
 # The test pods run python3; the real interpreter, not a shim (pods get a clean environment).

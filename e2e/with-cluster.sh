@@ -38,7 +38,7 @@ done
 
 if [[ -z ${E2E_IN_NAMESPACE:-} ]]; then
     export E2E_BIN_DIR=${E2E_BIN_DIR:-$("$here/build-k8s-bins.sh")}
-    export E2E_KUBELET=${E2E_KUBELET:-$repo/target/debug/power-e2e-kubelet}
+    export E2E_KUBELET=${E2E_KUBELET:-${CARGO_TARGET_DIR:-$repo/target}/debug/power-e2e-kubelet}
     [[ -x $E2E_KUBELET ]] || { echo "with-cluster: $E2E_KUBELET is missing (cargo build -p power-e2e-kubelet)" >&2; exit 2; }
     run_dir=${run_dir:-$repo/target/e2e-runs/$(date -u +%Y%m%dT%H%M%SZ)-$$}
     mkdir -p "$run_dir"
