@@ -1,60 +1,139 @@
-//! Micro-benchmark of the fused dot kernels: weight bytes streamed per second, per format and
-//! ISA, over a matrix larger than the last-level cache slice a core gets (a mat-vec in decode).
-//! Not a timed test; run with
+//! Micro-benchmark of the fused dot kernels, per format and ISA, over a weight matrix larger
+//! than the last-level cache slice a core gets. Not a timed test; run with
 //!
 //!     cargo test --release -p picolm --test quant_bench -- --ignored --nocapture
+//!
+//! Columns (GB/s of weight bytes; higher is better):
+//! * `dot`: `vec_dot` over every row with one activation row (decode's mat-vec).
+//! * `rows4`: `vec_dot_rows` with 4 weight rows per call, one activation row (decode).
+//! * `dot×8`, `multi4`, `multi8`: 8 activation rows (prefill), as `vec_dot` looped over the
+//!   8 per weight row, or `vec_dot_multi` tiles of 4 or 8; the figure is weight bytes × 8 ÷
+//!   time, so it compares with `dot` as "how much faster than decoding each row 8 times".
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use picolm::quant::{GgmlType, available_isas, quantize_activation, vec_dot_isa};
+use picolm::quant::{
+    GgmlType, Isa, available_isas, quantize_activation, vec_dot_isa, vec_dot_multi_isa,
+    vec_dot_rows_isa,
+};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+/// Runs `pass` (one sweep over the matrix) for at least 300 ms; returns seconds per pass.
+fn time(mut pass: impl FnMut() -> f32) -> f64 {
+    let mut passes = 0u32;
+    let mut sink = 0.0f32;
+    let start = Instant::now();
+    while passes < 2 || start.elapsed() < Duration::from_millis(300) {
+        sink += pass();
+        passes += 1;
+    }
+    black_box(sink);
+    start.elapsed().as_secs_f64() / f64::from(passes)
+}
+
+fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 5] {
+    let row = ty.row_bytes(n).unwrap();
+    let ab = ty.vec_dot_type().row_bytes(n).unwrap();
+    let bytes = w.len() as f64;
+    let gbs = |secs: f64, acts: f64| bytes * acts / secs / 1e9;
+    let dot = time(|| {
+        w.chunks_exact(row)
+            .map(|r| vec_dot_isa(isa, ty, n, r, &acts[..ab]).unwrap())
+            .sum()
+    });
+    let rows4 = time(|| {
+        let mut out = [0.0f32; 4];
+        let mut s = 0.0;
+        for r in w.chunks_exact(4 * row) {
+            vec_dot_rows_isa(isa, ty, n, r, row, &acts[..ab], &mut out).unwrap();
+            s += out[0];
+        }
+        s
+    });
+    let dot8 = time(|| {
+        let mut s = 0.0;
+        for r in w.chunks_exact(row) {
+            for a in acts.chunks_exact(ab) {
+                s += vec_dot_isa(isa, ty, n, r, a).unwrap();
+            }
+        }
+        s
+    });
+    let multi = |m: usize| {
+        time(|| {
+            let mut out = [0.0f32; 8];
+            let mut s = 0.0;
+            for r in w.chunks_exact(row) {
+                for a in acts.chunks_exact(m * ab) {
+                    vec_dot_multi_isa(isa, ty, n, r, a, ab, &mut out[..m]).unwrap();
+                    s += out[0];
+                }
+            }
+            s
+        })
+    };
+    let (m4, m8) = (multi(4), multi(8));
+    [
+        gbs(dot, 1.0),
+        gbs(rows4, 1.0),
+        gbs(dot8, 8.0),
+        gbs(m4, 8.0),
+        gbs(m8, 8.0),
+    ]
+}
 
 #[test]
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 fn vec_dot_throughput() {
     use GgmlType::*;
-    let n = 4096; // a 1B-class model's hidden size
-    let matrix_bytes = 64 << 20;
+    let n = 2048; // llama1b-like hidden size (896 for Q5_0/Q8_0 in the qwen0.5b-like mix)
+    let matrix_bytes = 48 << 20;
     println!(
-        "{:<6} {:>8} {:>10} {:>12}",
-        "format", "isa", "GB/s", "ns/row"
+        "{:<6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "format", "isa", "n", "dot", "rows4", "dot×8", "multi4", "multi8"
     );
-    for ty in [
-        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32,
+    for (ty, n) in [
+        (Q4_K, n),
+        (Q5_K, n),
+        (Q6_K, n),
+        (Q8_0, n),
+        (Q8_0, 896),
+        (Q5_0, 896),
+        (Q4_0, n),
+        (Q4_1, n),
+        (Q5_1, n),
+        (F16, n),
+        (BF16, n),
+        (F32, n),
     ] {
         let row = ty.row_bytes(n).unwrap();
-        let rows = (matrix_bytes / row).max(1);
+        let rows = (matrix_bytes / row).max(4) / 4 * 4;
         // Deterministic bytes; f16 scale fields come out finite enough for timing purposes.
         let w: Vec<u8> = (0..rows * row)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3B)
             .collect();
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
         let vdt = ty.vec_dot_type();
-        let mut act = vec![0u8; vdt.row_bytes(n).unwrap()];
-        quantize_activation(vdt, &x, &mut act).unwrap();
+        let ab = vdt.row_bytes(n).unwrap();
+        let mut acts = vec![0u8; 8 * ab];
+        for (j, a) in acts.chunks_exact_mut(ab).enumerate() {
+            let x: Vec<f32> = (0..n)
+                .map(|i| (((i + 13 * j) * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            quantize_activation(vdt, &x, a).unwrap();
+        }
         for isa in available_isas() {
-            let mut passes = 0u32;
-            let start = Instant::now();
-            let mut sink = 0.0f32;
-            while passes < 2 || start.elapsed() < Duration::from_millis(400) {
-                for r in w.chunks_exact(row) {
-                    sink += vec_dot_isa(isa, ty, n, r, &act).unwrap();
-                }
-                passes += 1;
-            }
-            black_box(sink);
-            let secs = start.elapsed().as_secs_f64();
-            let gbs = (rows * row) as f64 * f64::from(passes) / secs / 1e9;
-            let ns_row = secs * 1e9 / (f64::from(passes) * rows as f64);
+            let r = bench(ty, isa, n, &w, &acts);
             println!(
-                "{:<6} {:>8} {:>10.2} {:>12.1}",
+                "{:<6} {:>6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 ty.name(),
                 isa.name(),
-                gbs,
-                ns_row
+                n,
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4]
             );
         }
     }

@@ -16,8 +16,9 @@
 
 use half::f16;
 use picolm::quant::{
-    self, GgmlType, Isa, QuantError, available_isas, dequantize, quantize_activation, try_vec_dot,
-    vec_dot, vec_dot_isa,
+    self, GgmlType, Isa, MULTI_MAX, QuantError, ROWS_MAX, available_isas, dequantize,
+    quantize_activation, try_vec_dot, vec_dot, vec_dot_isa, vec_dot_multi, vec_dot_multi_isa,
+    vec_dot_rows, vec_dot_rows_isa,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -294,6 +295,186 @@ fn fused_dot_tracks_f32_dot_of_dequantized_weights() {
             }
         }
     }
+}
+
+/// The SIMD-vs-scalar tolerance of `every_isa_matches_scalar_on_random_blocks` for one row.
+fn scalar_tolerance(ty: GgmlType, w: &[u8], act: &[u8], n: usize) -> f64 {
+    let vdt = ty.vec_dot_type();
+    let (wd, w0, a) = (
+        dequantized(ty, w, n),
+        offsets(ty, w, n),
+        dequantized(vdt, act, n),
+    );
+    let bound: f64 = (0..n)
+        .map(|i| (f64::from(wd[i].abs()) + f64::from(w0[i].abs())) * f64::from(a[i].abs()))
+        .sum();
+    let nblocks = n.div_ceil(ty.block_len().max(8));
+    (nblocks + 16) as f64 * f64::from(f32::EPSILON) * bound
+}
+
+#[test]
+fn tiles_match_scalar_per_row_dots() {
+    // Every format, ISA and tile size: vec_dot_multi (1..=8 activation rows, strided, with
+    // padding between rows) and vec_dot_rows (1..=4 weight rows, strided) against the scalar
+    // per-row vec_dot, within the per-row SIMD tolerance; on the scalar ISA, bit-identical.
+    let mut rng = StdRng::seed_from_u64(0x711E);
+    let mut checked = 0;
+    for ty in FORMATS {
+        let vdt = ty.vec_dot_type();
+        for &nb in block_counts(ty) {
+            let n = nb * ty.block_len();
+            let (wb, ab) = (ty.row_bytes(n).unwrap(), vdt.row_bytes(n).unwrap());
+            let pattern = [Pattern::Random, Pattern::HighBit, Pattern::AllOnes][checked % 3];
+            let extreme = checked % 2 == 1;
+            // Rows `stride` bytes apart, the gap filled with junk the kernels must not read.
+            let (wstride, astride) = (wb + 3, ab + 5);
+            let mut ws = vec![0xA5u8; wstride * ROWS_MAX];
+            let mut w_rows = Vec::new();
+            for i in 0..ROWS_MAX {
+                let w = weight_row(&mut rng, ty, n, pattern);
+                ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
+                w_rows.push(w);
+            }
+            let mut acts = vec![0x5Au8; astride * MULTI_MAX];
+            let mut a_rows = Vec::new();
+            for j in 0..MULTI_MAX {
+                let a = quantized(vdt, &activations(&mut rng, n, extreme && j % 2 == 0));
+                acts[j * astride..j * astride + ab].copy_from_slice(&a);
+                a_rows.push(a);
+            }
+            for isa in available_isas() {
+                for m in 1..=MULTI_MAX {
+                    let mut out = vec![f32::NAN; m];
+                    vec_dot_multi_isa(isa, ty, n, &w_rows[0], &acts, astride, &mut out).unwrap();
+                    for (j, &got) in out.iter().enumerate() {
+                        let (w, a) = (&w_rows[0], &a_rows[j]);
+                        let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
+                        let tol = if isa == Isa::Scalar {
+                            0.0
+                        } else {
+                            scalar_tolerance(ty, w, a, n)
+                        };
+                        let err = f64::from((got - reference).abs());
+                        assert!(
+                            err <= tol,
+                            "multi {ty} {isa:?} n={n} m={m} j={j}: {got} vs scalar {reference} \
+                             (|err| {err:e} > tol {tol:e})"
+                        );
+                        checked += 1;
+                    }
+                }
+                for m in 1..=ROWS_MAX {
+                    let mut out = vec![f32::NAN; m];
+                    let a = &a_rows[m - 1];
+                    vec_dot_rows_isa(isa, ty, n, &ws, wstride, a, &mut out).unwrap();
+                    for (i, &got) in out.iter().enumerate() {
+                        let w = &w_rows[i];
+                        let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
+                        let tol = if isa == Isa::Scalar {
+                            0.0
+                        } else {
+                            scalar_tolerance(ty, w, a, n)
+                        };
+                        let err = f64::from((got - reference).abs());
+                        assert!(
+                            err <= tol,
+                            "rows {ty} {isa:?} n={n} m={m} i={i}: {got} vs scalar {reference} \
+                             (|err| {err:e} > tol {tol:e})"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} tile/scalar comparisons");
+}
+
+#[test]
+fn active_tiles_are_the_active_isas() {
+    let mut rng = StdRng::seed_from_u64(0x7);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        let n = 512;
+        let vdt = ty.vec_dot_type();
+        let ab = vdt.row_bytes(n).unwrap();
+        let wb = ty.row_bytes(n).unwrap();
+        let ws: Vec<u8> = (0..3)
+            .flat_map(|_| weight_row(&mut rng, ty, n, Pattern::Random))
+            .collect();
+        let acts: Vec<u8> = (0..5)
+            .flat_map(|_| quantized(vdt, &activations(&mut rng, n, false)))
+            .collect();
+        let (mut a, mut b) = ([0.0f32; 5], [0.0f32; 5]);
+        vec_dot_multi(ty, n, &ws, &acts, ab, &mut a);
+        vec_dot_multi_isa(quant::isa(), ty, n, &ws, &acts, ab, &mut b).unwrap();
+        assert_eq!(a, b, "{ty}");
+        let (mut a, mut b) = ([0.0f32; 3], [0.0f32; 3]);
+        vec_dot_rows(ty, n, &ws, wb, &acts, &mut a);
+        vec_dot_rows_isa(quant::isa(), ty, n, &ws, wb, &acts, &mut b).unwrap();
+        assert_eq!(a, b, "{ty}");
+        // A tile of one is the per-row dot exactly.
+        let mut one = [0.0f32];
+        vec_dot_multi(ty, n, &ws, &acts, ab, &mut one);
+        assert_eq!(one[0], vec_dot(ty, n, &ws[..wb], &acts[..ab]), "{ty}");
+    }
+}
+
+#[test]
+fn tiles_check_their_bounds() {
+    // Tile sizes out of range, and rows past the end of the buffers, are caller bugs that
+    // must panic on every ISA, never read out of bounds.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut survived = Vec::new();
+    for isa in available_isas() {
+        for ty in FORMATS {
+            let n = 2 * ty.block_len().max(32);
+            let (wb, ab) = (
+                ty.row_bytes(n).unwrap(),
+                ty.vec_dot_type().row_bytes(n).unwrap(),
+            );
+            let (w, acts) = (vec![0u8; 2 * wb], vec![0u8; 3 * ab]);
+            let cases: [(&str, Box<dyn Fn()>); 5] = [
+                (
+                    "multi 0",
+                    Box::new(|| {
+                        vec_dot_multi_isa(isa, ty, n, &w, &acts, ab, &mut []);
+                    }),
+                ),
+                (
+                    "multi 9",
+                    Box::new(|| {
+                        vec_dot_multi_isa(isa, ty, n, &w, &acts, 0, &mut [0.0; 9]);
+                    }),
+                ),
+                (
+                    "multi past end",
+                    Box::new(|| {
+                        vec_dot_multi_isa(isa, ty, n, &w, &acts[..3 * ab - 1], ab, &mut [0.0; 3]);
+                    }),
+                ),
+                (
+                    "rows 5",
+                    Box::new(|| {
+                        vec_dot_rows_isa(isa, ty, n, &w, 0, &acts, &mut [0.0; 5]);
+                    }),
+                ),
+                (
+                    "rows past end",
+                    Box::new(|| {
+                        vec_dot_rows_isa(isa, ty, n, &w[..2 * wb - 1], wb, &acts, &mut [0.0; 2]);
+                    }),
+                ),
+            ];
+            for (what, f) in cases {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok() {
+                    survived.push(format!("{isa:?} {ty} {what}"));
+                }
+            }
+        }
+    }
+    std::panic::set_hook(hook);
+    assert!(survived.is_empty(), "accepted: {survived:?}");
 }
 
 #[test]

@@ -174,6 +174,10 @@ impl Isa {
 
 /// `fn(n, weight row, activation row) -> dot`. Rows are at least `row_bytes(n)` long.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+/// `fn(n, weight row, activations, activation stride, out)`: [`vec_dot_multi`]'s contract.
+pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
+/// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
+pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
 
 /// One ISA's kernels. Tables for SIMD ISAs are only ever handed out by [`kernels`] after the
 /// CPU features they need have been detected, which is what makes their safe function
@@ -183,6 +187,9 @@ pub(crate) struct Kernels {
     pub(crate) isa: Isa,
     /// Indexed by type id; `None` for types without a kernel.
     pub(crate) dot: [Option<DotFn>; TYPE_COUNT],
+    /// Tile kernels; `None` where [`vec_dot_multi`] / [`vec_dot_rows`] loop over `dot`.
+    pub(crate) multi: [Option<MultiFn>; TYPE_COUNT],
+    pub(crate) rows: [Option<RowsFn>; TYPE_COUNT],
     pub(crate) dot_f32: fn(&[f32], &[f32]) -> f32,
     pub(crate) dot_f16_f32: fn(&[half::f16], &[f32]) -> f32,
     pub(crate) axpy_f16: fn(&mut [f32], f32, &[half::f16]),
@@ -217,6 +224,8 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
     Kernels {
         isa: Isa::Scalar,
         dot,
+        multi: [None; TYPE_COUNT],
+        rows: [None; TYPE_COUNT],
         dot_f32: scalar::dot_f32,
         dot_f16_f32: scalar::dot_f16_f32,
         axpy_f16: scalar::axpy_f16,
@@ -299,6 +308,143 @@ pub fn vec_dot_isa(isa: Isa, ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Op
     match k.dot[ty as usize] {
         Some(f) => Some(f(n, w, act)),
         None => panic!("picolm::quant::vec_dot_isa called with unsupported type {ty}"),
+    }
+}
+
+/// Most activation rows one [`vec_dot_multi`] call takes.
+pub const MULTI_MAX: usize = 8;
+/// Most weight rows one [`vec_dot_rows`] call takes.
+pub const ROWS_MAX: usize = 4;
+
+/// `out[j] = vec_dot(ty, n, w, act_j)` for `j in 0..out.len()` (1..=[`MULTI_MAX`] activation
+/// rows, `act_j = acts[j * stride..j * stride + ty.vec_dot_type().row_bytes(n)]`), reading the
+/// weight row once: the prefill tile, where each weight block is decoded once for all
+/// activation rows.
+///
+/// Each result equals [`vec_dot`]'s on the same ISA up to the order of f32 additions. Q4_0,
+/// Q5_0, Q8_0, Q4_K, Q5_K and Q6_K have tile kernels on AVX2 and AVX-512; other types, and
+/// the scalar ISA, loop over [`vec_dot`].
+///
+/// # Panics
+/// As [`vec_dot`], and if `out` is empty or longer than [`MULTI_MAX`] or an activation row
+/// lies past the end of `acts`.
+#[inline]
+pub fn vec_dot_multi(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[u8],
+    stride: usize,
+    out: &mut [f32],
+) {
+    multi_on(&ACTIVE, ty, n, w, acts, stride, out)
+}
+
+/// `out[i] = vec_dot(ty, n, w_i, act)` for `i in 0..out.len()` (1..=[`ROWS_MAX`] weight rows,
+/// `w_i = w[i * row_bytes..i * row_bytes + ty.row_bytes(n)]`): the decode tile, where each
+/// activation block is prepared once for several weight rows.
+///
+/// Same formats, results and fallbacks as [`vec_dot_multi`].
+///
+/// # Panics
+/// As [`vec_dot`], and if `out` is empty or longer than [`ROWS_MAX`] or a weight row lies past
+/// the end of `w`.
+#[inline]
+pub fn vec_dot_rows(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+) {
+    rows_on(&ACTIVE, ty, n, w, row_bytes, act, out)
+}
+
+/// [`vec_dot_multi`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot
+/// run `isa`. Same contract.
+pub fn vec_dot_multi_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[u8],
+    stride: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    multi_on(kernels(isa)?, ty, n, w, acts, stride, out);
+    Some(())
+}
+
+/// [`vec_dot_rows`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot
+/// run `isa`. Same contract.
+pub fn vec_dot_rows_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+) -> Option<()> {
+    rows_on(kernels(isa)?, ty, n, w, row_bytes, act, out);
+    Some(())
+}
+
+fn dot_fn(k: &Kernels, ty: GgmlType) -> DotFn {
+    match k.dot[ty as usize] {
+        Some(f) => f,
+        None => panic!("picolm::quant::vec_dot called with unsupported type {ty}"),
+    }
+}
+
+fn multi_on(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[u8],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let dot = dot_fn(k, ty);
+    assert!(
+        (1..=MULTI_MAX).contains(&out.len()),
+        "vec_dot_multi: {} activation rows (1..={MULTI_MAX} allowed)",
+        out.len()
+    );
+    match k.multi[ty as usize] {
+        Some(f) => f(n, w, acts, stride, out),
+        None => {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = dot(n, w, &acts[j.saturating_mul(stride)..]);
+            }
+        }
+    }
+}
+
+fn rows_on(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+) {
+    let dot = dot_fn(k, ty);
+    assert!(
+        (1..=ROWS_MAX).contains(&out.len()),
+        "vec_dot_rows: {} weight rows (1..={ROWS_MAX} allowed)",
+        out.len()
+    );
+    match k.rows[ty as usize] {
+        Some(f) => f(n, w, row_bytes, act, out),
+        None => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot(n, &w[i.saturating_mul(row_bytes)..], act);
+            }
+        }
     }
 }
 

@@ -82,28 +82,12 @@ pub(super) fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn hsum_ps128(s: __m128) -> f32 {
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
 /// Unsigned bytes `ax` times signed bytes `sy`, summed in groups of four, as f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     let dot = _mm256_maddubs_epi16(ax, sy);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-}
-
-/// Signed bytes times signed bytes: `maddubs` needs one unsigned operand, so move the sign of
-/// `x` onto `y` (|x| ≤ 128 and |y| ≤ 127 keep the i16 pair sums below 2^15).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
-    mul_sum_us8_pairs_float(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
 /// 16 packed bytes → 32 nibbles in element order: low nibbles first, then high nibbles.
@@ -144,17 +128,6 @@ fn split_i16(lo: i16, hi: i16) -> __m256i {
 // ---------------------------------------------------------------------------------------------
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, load256(&y.qs)), acc);
-    }
-    hsum_ps(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = _mm_setzero_ps();
@@ -167,22 +140,6 @@ pub(crate) fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
         acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, load256(&y.qs)), acc);
     }
     hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        // q - 16 as a signed byte is the nibble with 0xF0 or-ed in when the fifth bit is 0.
-        let hi = _mm256_andnot_si256(
-            bytes_from_bits_32(u32::from_le_bytes(x.qh)),
-            _mm256_set1_epi8(0xF0u8 as i8),
-        );
-        let qx = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, load256(&y.qs)), acc);
-    }
-    hsum_ps(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -204,151 +161,346 @@ pub(crate) fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     hsum_ps(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        acc = _mm256_fmadd_ps(
-            d,
-            mul_sum_i8_pairs_float(load256(&x.qs), load256(&y.qs)),
-            acc,
-        );
-    }
-    hsum_ps(acc)
-}
+super::tile_drivers!("avx2,fma,f16c");
 
-// ---------------------------------------------------------------------------------------------
-// K-quants
-// ---------------------------------------------------------------------------------------------
-
-/// Σ_j bsums[j] · mins[j / 2], the contribution of the Q4_K/Q5_K mins, as four i32 lanes
-/// (sum them, or accumulate them in float lanes across blocks).
+/// The f16 in the first two of four little-endian bytes, as f32 lane 0 (lane 1 holds the
+/// second pair).
+///
+/// Four bytes go through `vmovd`, which writes the whole vector: a 16-bit insert would leave
+/// the compiler free to merge into (and so wait for) any register, such as the accumulator.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn k4_min_products(y: &BlockQ8K, m: &[u8; 8]) -> __m128i {
-    let bsums = load256(&y.bsums);
-    // Adjacent bsums share a min: [b0 + b1, b2 + b3, ...], |sum| ≤ 2·16·127 fits an i16.
-    let pairs = _mm_hadd_epi16(
-        _mm256_castsi256_si128(bsums),
-        _mm256_extracti128_si256::<1>(bsums),
-    );
-    let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(*m)));
-    _mm_madd_epi16(mins, pairs)
+fn f16x2(b: [u8; 4]) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(b)))
 }
 
-/// 32 · Σ_k bsums[k] · scales[k] as eight i32 lanes: what Q6_K's -32 offset takes off a block
-/// whose quants were multiplied unsigned.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q6k_offset(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
-    let prod = _mm256_madd_epi16(load256(&y.bsums), _mm256_cvtepi8_epi16(load128(&x.scales)));
-    _mm256_slli_epi32::<5>(prod)
+/// A legacy (32-element) weight block as |s| and s (signed quants), with its scale in lane 0.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LegacyDec {
+    ax: __m256i,
+    sx: __m256i,
+    d: __m128,
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (sc, m) = k4_scales_mins(&x.scales);
-        let d = y.d() * h2f(x.d);
-        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
-        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let bits = load256(&x.qs[32 * c..]);
-            let q_lo = _mm256_and_si256(bits, m4);
-            let q_hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-            let p_lo = _mm256_maddubs_epi16(q_lo, load256(&y.qs[64 * c..]));
-            let p_hi = _mm256_maddubs_epi16(q_hi, load256(&y.qs[64 * c + 32..]));
-            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * c])));
-            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * c + 1])));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_ps(acc) - hsum_ps128(acc_m)
+/// A Q8_0 activation block, with its scale in lane 0.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8Act {
+    y: __m256i,
+    d: __m128,
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let sixteen = _mm256_set1_epi8(16);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (sc, m) = k4_scales_mins(&x.scales);
-        let d = y.d() * h2f(x.d);
-        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
-        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
-        let hbits = load256(&x.qh);
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 of 64c + 32 + l.
-            let b_lo = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
-            let b_hi = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
-            let h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_lo), b_lo);
-            let h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_hi), b_hi);
-            let bits = load256(&x.qs[32 * c..]);
-            let q_lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_and_si256(h_lo, sixteen));
-            let q_hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-                _mm256_and_si256(h_hi, sixteen),
-            );
-            let p_lo = _mm256_maddubs_epi16(q_lo, load256(&y.qs[64 * c..]));
-            let p_hi = _mm256_maddubs_epi16(q_hi, load256(&y.qs[64 * c + 32..]));
-            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * c])));
-            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * c + 1])));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_ps(acc) - hsum_ps128(acc_m)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = y.d() * h2f(x.d);
-        let sc = |k: usize| i16::from(x.scales[k]);
-        // The quants are used unsigned (0..64); the -32 offset comes back through bsums.
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), q6k_offset(x, y));
-        for h in 0..2 {
-            let ql1 = load256(&x.ql[64 * h..]);
-            let ql2 = load256(&x.ql[64 * h + 32..]);
-            let qh = load256(&x.qh[32 * h..]);
-            let q0 = _mm256_or_si256(
-                _mm256_and_si256(ql1, m4),
-                _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3))),
-            );
-            let q1 = _mm256_or_si256(
-                _mm256_and_si256(ql2, m4),
-                _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
-            );
-            let q2 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                _mm256_and_si256(qh, _mm256_set1_epi8(48)),
-            );
-            let q3 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
-                _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
-            );
-            let ys = &y.qs[128 * h..];
-            for (k, q) in [q0, q1, q2, q3].into_iter().enumerate() {
-                let p = _mm256_maddubs_epi16(q, load256(&ys[32 * k..]));
-                // Each 32-element group spans two 16-element sub-blocks: one scale per half.
-                let s = split_i16(sc(8 * h + 2 * k), sc(8 * h + 2 * k + 1));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+/// Implements `Tile` for a legacy format from its one-block decoder, which returns the
+/// signed quants and the four bytes that start the block (the f16 scale first).
+macro_rules! legacy_tile {
+    ($name:ident, $wb:ty, $decode:ident) => {
+        #[derive(Debug)]
+        pub(crate) struct $name;
+        impl Tile for $name {
+            type W = $wb;
+            type A = BlockQ8_0;
+            const STEP: usize = 1;
+            type Dec = LegacyDec;
+            type Act = Q8Act;
+            type Acc = __m256;
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn zero() -> __m256 {
+                _mm256_setzero_ps()
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn decode(w: &[$wb]) -> LegacyDec {
+                let (s, head) = $decode(&w[0]);
+                LegacyDec {
+                    ax: _mm256_sign_epi8(s, s),
+                    sx: s,
+                    d: f16x2(head),
+                }
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn act(a: &[BlockQ8_0]) -> Q8Act {
+                let a = &a[0];
+                Q8Act {
+                    y: load256(&a.qs),
+                    d: f16x2([a.d[0], a.d[1], a.qs[0] as u8, a.qs[1] as u8]),
+                }
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn dot(w: &LegacyDec, a: &Q8Act, acc: __m256) -> __m256 {
+                // maddubs needs one unsigned operand: |s| and y with s's sign. |s| ≤ 128 and
+                // |y| ≤ 127 keep the i16 pair sums below 2^15.
+                let p = _mm256_maddubs_epi16(w.ax, _mm256_sign_epi8(a.y, w.sx));
+                let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+                let d = _mm256_broadcastss_ps(_mm_mul_ss(w.d, a.d));
+                _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn finish(acc: __m256, _: &[$wb], _: &[BlockQ8_0]) -> f32 {
+                hsum_ps(acc)
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_ps(acc)
+    };
 }
+
+/// q - 8 and the block's first four bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_block(x: &BlockQ4_0) -> (__m256i, [u8; 4]) {
+    let s = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
+    (s, [x.d[0], x.d[1], x.qs[0], x.qs[1]])
+}
+
+/// q - 16 and the block's first four bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_block(x: &BlockQ5_0) -> (__m256i, [u8; 4]) {
+    // q - 16 as a signed byte is the nibble with 0xF0 or-ed in when the fifth bit is 0.
+    let hi = _mm256_andnot_si256(
+        bytes_from_bits_32(u32::from_le_bytes(x.qh)),
+        _mm256_set1_epi8(0xF0u8 as i8),
+    );
+    let s = _mm256_or_si256(bytes_from_nibbles_32(&x.qs), hi);
+    (s, [x.d[0], x.d[1], x.qh[0], x.qh[1]])
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_block(x: &BlockQ8_0) -> (__m256i, [u8; 4]) {
+    (
+        load256(&x.qs),
+        [x.d[0], x.d[1], x.qs[0] as u8, x.qs[1] as u8],
+    )
+}
+
+legacy_tile!(Q4_0T, BlockQ4_0, q4_0_block);
+legacy_tile!(Q5_0T, BlockQ5_0, q5_0_block);
+legacy_tile!(Q8_0T, BlockQ8_0, q8_0_block);
+
+// ---------------------------------------------------------------------------------------------
+// K-quants: per 32 elements, vpmaddubsw (unsigned quants × activations, i16 pairs) and
+// vpmaddwd against the sub-block scale.
+// ---------------------------------------------------------------------------------------------
+
+/// A Q8_K activation block in registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8KAct {
+    y: [__m256i; 8],
+    bsums: __m256i,
+    d: __m256,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8k_act(a: &BlockQ8K) -> Q8KAct {
+    let mut y = [_mm256_setzero_si256(); 8];
+    for (k, y) in y.iter_mut().enumerate() {
+        *y = load256(&a.qs[32 * k..]);
+    }
+    Q8KAct {
+        y,
+        bsums: load256(&a.bsums),
+        d: _mm256_set1_ps(a.d()),
+    }
+}
+
+/// A Q4_K or Q5_K block in registers: quants per 32 elements (sub-block), the sub-block
+/// scales as i16 lanes, the mins per bsum, and d and dmin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct K4Dec {
+    q: [__m256i; 8],
+    sc: [__m256i; 8],
+    mins: __m256i,
+    d: __m256,
+    dmin: __m256,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k4_dec(q: [__m256i; 8], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4Dec {
+    let (sc, m) = k4_scales_mins(scales);
+    let mut scv = [_mm256_setzero_si256(); 8];
+    for (v, &s) in scv.iter_mut().zip(&sc) {
+        *v = _mm256_set1_epi16(i16::from(s));
+    }
+    // bsums j belongs to sub-block j / 2: [m0, m0, m1, m1, ...] as i16.
+    let m = _mm_set_epi64x(0, i64::from_le_bytes(m));
+    let dd = f16x2([d[0], d[1], dmin[0], dmin[1]]);
+    K4Dec {
+        q,
+        sc: scv,
+        mins: _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m)),
+        d: _mm256_broadcastss_ps(dd),
+        dmin: _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: __m256) -> __m256 {
+    let mut sumi = _mm256_setzero_si256();
+    for k in 0..8 {
+        let p = _mm256_maddubs_epi16(w.q[k], a.y[k]);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, w.sc[k]));
+    }
+    let summ = _mm256_madd_epi16(a.bsums, w.mins);
+    let f = _mm256_fnmadd_ps(
+        w.dmin,
+        _mm256_cvtepi32_ps(summ),
+        _mm256_mul_ps(w.d, _mm256_cvtepi32_ps(sumi)),
+    );
+    _mm256_fmadd_ps(a.d, f, acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_decode(x: &BlockQ4K) -> K4Dec {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for c in 0..4 {
+        // 32 bytes hold sub-block 2c in the low nibbles and 2c + 1 in the high ones.
+        let bits = load256(&x.qs[32 * c..]);
+        q[2 * c] = _mm256_and_si256(bits, m4);
+        q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+    }
+    k4_dec(q, &x.scales, x.d, x.dmin)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5k_decode(x: &BlockQ5K) -> K4Dec {
+    let m4 = _mm256_set1_epi8(0xF);
+    let sixteen = _mm256_set1_epi8(16);
+    let hbits = load256(&x.qh);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for c in 0..4 {
+        // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 of 64c + 32 + l.
+        let b_lo = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+        let b_hi = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+        let h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_lo), b_lo);
+        let h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, b_hi), b_hi);
+        let bits = load256(&x.qs[32 * c..]);
+        q[2 * c] = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_and_si256(h_lo, sixteen));
+        q[2 * c + 1] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+            _mm256_and_si256(h_hi, sixteen),
+        );
+    }
+    k4_dec(q, &x.scales, x.d, x.dmin)
+}
+
+macro_rules! kquant_tile {
+    ($name:ident, $wb:ty, $decode:ident, $dot:ident, $dec:ty) => {
+        #[derive(Debug)]
+        pub(crate) struct $name;
+        impl Tile for $name {
+            type W = $wb;
+            type A = BlockQ8K;
+            const STEP: usize = 1;
+            type Dec = $dec;
+            type Act = Q8KAct;
+            type Acc = __m256;
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn zero() -> __m256 {
+                _mm256_setzero_ps()
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn decode(w: &[$wb]) -> $dec {
+                $decode(&w[0])
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn act(a: &[BlockQ8K]) -> Q8KAct {
+                q8k_act(&a[0])
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn dot(w: &$dec, a: &Q8KAct, acc: __m256) -> __m256 {
+                $dot(w, a, acc)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn finish(acc: __m256, _: &[$wb], _: &[BlockQ8K]) -> f32 {
+                hsum_ps(acc)
+            }
+        }
+    };
+}
+
+kquant_tile!(Q4KT, BlockQ4K, q4k_decode, k4_dot, K4Dec);
+kquant_tile!(Q5KT, BlockQ5K, q5k_decode, k4_dot, K4Dec);
+
+/// A Q6_K block in registers: unsigned quants (0..64) per 32 elements, each pair of
+/// sub-block scales as i16 lanes, -32 · scales for the offset, and d.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q6Dec {
+    q: [__m256i; 8],
+    sc: [__m256i; 8],
+    off: __m256i,
+    d: __m256,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut q = [_mm256_setzero_si256(); 8];
+    let mut sc = [_mm256_setzero_si256(); 8];
+    let s = |k: usize| i16::from(x.scales[k]);
+    for h in 0..2 {
+        let ql1 = load256(&x.ql[64 * h..]);
+        let ql2 = load256(&x.ql[64 * h + 32..]);
+        let qh = load256(&x.qh[32 * h..]);
+        q[4 * h] = _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3))),
+        );
+        q[4 * h + 1] = _mm256_or_si256(
+            _mm256_and_si256(ql2, m4),
+            _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
+        );
+        q[4 * h + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+        );
+        q[4 * h + 3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
+            _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
+        );
+        for k in 0..4 {
+            // Each 32-element group spans two 16-element sub-blocks: one scale per half.
+            sc[4 * h + k] = split_i16(s(8 * h + 2 * k), s(8 * h + 2 * k + 1));
+        }
+    }
+    let sc16 = _mm256_cvtepi8_epi16(load128(&x.scales));
+    // The two bytes before `d` are scales 14 and 15: convert all four, keep lane 1.
+    let dv = f16x2([x.scales[14] as u8, x.scales[15] as u8, x.d[0], x.d[1]]);
+    Q6Dec {
+        q,
+        sc,
+        off: _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(sc16)),
+        d: _mm256_broadcastss_ps(_mm_movehdup_ps(dv)),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: __m256) -> __m256 {
+    // The quants are used unsigned; -32 · Σ_k scale_k · bsum_k takes the offset back off
+    // (|32 · scale| ≤ 4096 fits an i16).
+    let mut sumi = _mm256_madd_epi16(a.bsums, w.off);
+    for k in 0..8 {
+        let p = _mm256_maddubs_epi16(w.q[k], a.y[k]);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, w.sc[k]));
+    }
+    _mm256_fmadd_ps(_mm256_mul_ps(w.d, a.d), _mm256_cvtepi32_ps(sumi), acc)
+}
+
+kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);
 
 // ---------------------------------------------------------------------------------------------
 // Float formats

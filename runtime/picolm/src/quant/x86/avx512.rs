@@ -14,7 +14,7 @@
 use super::super::blocks::{
     BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, k4_scales_mins,
 };
-use super::avx2::{self, f16_bits, h2f, hsum_ps128, k4_min_products, load128, load256, q6k_offset};
+use super::avx2::{self, f16_bits, load128, load256};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -42,6 +42,8 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
+super::tile_drivers!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+
 /// Two blocks' 16 packed-nibble bytes → 64 unsigned nibbles in element order
 /// (block 0 low, block 0 high, block 1 low, block 1 high).
 #[inline]
@@ -54,232 +56,402 @@ fn nibbles_2x32(qs0: &[u8; 16], qs1: &[u8; 16]) -> __m512i {
     _mm512_and_si512(v, _mm512_set1_epi8(0xF))
 }
 
-/// Per-lane f32 scale: `d0` for the first block's 8 lanes, `d1` for the second's.
+/// Two f16 scales → `a` in lanes 0..8, `b` in lanes 8..16.
+///
+/// Both halves go through one general-purpose register and `vmovd`, which writes the whole
+/// vector: a 16-bit insert would leave the compiler free to merge into (and so wait for) any
+/// register, such as the accumulator.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn two_scales(d0: f32, d1: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+fn scales_2x8(a: [u8; 2], b: [u8; 2]) -> __m512 {
+    let bits = i32::from_le_bytes([a[0], a[1], b[0], b[1]]);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let zero = _mm512_setzero_si512();
-    let eights = _mm512_set1_epi8(8);
-    let mut acc = _mm512_setzero_ps();
-    let (xc, yc) = (x.chunks_exact(2), y.chunks_exact(2));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (x, y) in xc.zip(yc) {
-        let q = nibbles_2x32(&x[0].qs, &x[1].qs);
-        let qy = join(load256(&y[0].qs), load256(&y[1].qs));
-        // Σ (q - 8) y = Σ q y - Σ 8 y
-        let s = _mm512_sub_epi32(
-            _mm512_dpbusd_epi32(zero, q, qy),
-            _mm512_dpbusd_epi32(zero, eights, qy),
-        );
-        let d = two_scales(h2f(x[0].d) * h2f(y[0].d), h2f(x[1].d) * h2f(y[1].d));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
-    }
-    _mm512_reduce_add_ps(acc) + avx2::dot_q4_0(xr, yr)
+/// Two legacy (32-element) weight blocks as signed bytes, with their scales.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LegacyDec {
+    s: __m512i,
+    /// -128 · Σ s per group of four bytes: takes the +128 bias of the activations back off.
+    corr: __m512i,
+    d: __m512,
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    let zero = _mm512_setzero_si512();
-    let sixteens = _mm512_set1_epi8(16);
-    let mut acc = _mm512_setzero_ps();
-    let (xc, yc) = (x.chunks_exact(2), y.chunks_exact(2));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (x, y) in xc.zip(yc) {
-        let q = nibbles_2x32(&x[0].qs, &x[1].qs);
-        // Bit j of qh is the fifth bit of element j: with the blocks side by side, byte i of
-        // `q` pairs with bit i of the 64-bit mask.
-        let hmask =
-            u64::from(u32::from_le_bytes(x[0].qh)) | (u64::from(u32::from_le_bytes(x[1].qh)) << 32);
-        let q = _mm512_mask_add_epi8(q, hmask, q, sixteens);
-        let qy = join(load256(&y[0].qs), load256(&y[1].qs));
-        let s = _mm512_sub_epi32(
-            _mm512_dpbusd_epi32(zero, q, qy),
-            _mm512_dpbusd_epi32(zero, sixteens, qy),
-        );
-        let d = two_scales(h2f(x[0].d) * h2f(y[0].d), h2f(x[1].d) * h2f(y[1].d));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
-    }
-    _mm512_reduce_add_ps(acc) + avx2::dot_q5_0(xr, yr)
+/// Two Q8_0 activation blocks biased to unsigned (y + 128), with their scales.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8Act {
+    u: __m512i,
+    d: __m512,
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let zero = _mm512_setzero_si512();
-    let mut acc = _mm512_setzero_ps();
-    let (xc, yc) = (x.chunks_exact(2), y.chunks_exact(2));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (x, y) in xc.zip(yc) {
-        let qx = join(load256(&x[0].qs), load256(&x[1].qs));
-        let qy = join(load256(&y[0].qs), load256(&y[1].qs));
-        // vpdpbusd wants one unsigned operand: |x| and y with x's sign (AVX-512 has no
-        // vpsignb). x = -128 becomes 128 unsigned, which is right; y is never -128.
-        let neg = _mm512_movepi8_mask(qx);
-        let sy = _mm512_mask_sub_epi8(qy, neg, zero, qy);
-        let s = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(qx), sy);
-        let d = two_scales(h2f(x[0].d) * h2f(y[0].d), h2f(x[1].d) * h2f(y[1].d));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
-    }
-    _mm512_reduce_add_ps(acc) + avx2::dot_q8_0(xr, yr)
-}
-
-/// Lane permutation that puts scale `2c` in lanes 0..8 and `2c + 1` in lanes 8..16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn pair_index(c: i32) -> __m512i {
-    _mm512_mask_blend_epi32(
-        0xFF00,
-        _mm512_set1_epi32(2 * c),
-        _mm512_set1_epi32(2 * c + 1),
-    )
+fn legacy_dec(s: __m512i, d: __m512) -> LegacyDec {
+    let zero = _mm512_setzero_si512();
+    let bias = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), s);
+    LegacyDec {
+        s,
+        corr: _mm512_sub_epi32(zero, bias),
+        d,
+    }
 }
 
-/// The eight 6-bit Q4_K/Q5_K scales as i32 lanes 0..8.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn scales_epi32(sc: &[u8; 8]) -> __m512i {
-    _mm512_cvtepu8_epi32(_mm_set_epi64x(0, i64::from_le_bytes(*sc)))
+fn q8_0_act(a: &[BlockQ8_0]) -> Q8Act {
+    let q = join(load256(&a[0].qs), load256(&a[1].qs));
+    // y ^ 0x80 = y + 128 as an unsigned byte, what vpdpbusd's first operand must be.
+    Q8Act {
+        u: _mm512_xor_si512(q, _mm512_set1_epi8(-128)),
+        d: scales_2x8(a[0].d, a[1].d),
+    }
 }
 
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let zero = _mm512_setzero_si512();
-    let m4 = _mm512_set1_epi8(0xF);
-    let idx = [pair_index(0), pair_index(1), pair_index(2), pair_index(3)];
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (sc, m) = k4_scales_mins(&x.scales);
-        let d = y.d() * h2f(x.d);
-        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
-        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
-        let scv = scales_epi32(&sc);
-        let mut sumi = zero;
-        for (c, idx) in idx.iter().enumerate() {
-            // 32 bytes hold sub-block 2c in the low nibbles and 2c + 1 in the high ones, which
-            // are the next 64 activations in order.
-            let bits = load256(&x.qs[32 * c..]);
-            let q = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
-            let p = _mm512_dpbusd_epi32(zero, q, load512(&y.qs[64 * c..]));
-            let s = _mm512_permutexvar_epi32(*idx, scv);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, s));
+fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: __m512) -> __m512 {
+    // Σ (y + 128)·s - 128·Σ s = Σ y·s, exact in i32.
+    let s = _mm512_dpbusd_epi32(w.corr, a.u, w.s);
+    _mm512_fmadd_ps(_mm512_mul_ps(w.d, a.d), _mm512_cvtepi32_ps(s), acc)
+}
+
+/// Implements `Tile` for a legacy format from its two-block decoder and its AVX2 kernel
+/// (for an odd last block).
+macro_rules! legacy_tile {
+    ($name:ident, $wb:ty, $decode:ident, $tail:ty) => {
+        #[derive(Debug)]
+        pub(crate) struct $name;
+        impl Tile for $name {
+            type W = $wb;
+            type A = BlockQ8_0;
+            const STEP: usize = 2;
+            type Dec = LegacyDec;
+            type Act = Q8Act;
+            type Acc = __m512;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn zero() -> __m512 {
+                _mm512_setzero_ps()
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn decode(w: &[$wb]) -> LegacyDec {
+                legacy_dec($decode(&w[0], &w[1]), scales_2x8(w[0].d, w[1].d))
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn act(a: &[BlockQ8_0]) -> Q8Act {
+                q8_0_act(a)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn dot(w: &LegacyDec, a: &Q8Act, acc: __m512) -> __m512 {
+                legacy_dot(w, a, acc)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn finish(acc: __m512, w: &[$wb], a: &[BlockQ8_0]) -> f32 {
+                let tail = if w.is_empty() {
+                    0.0
+                } else {
+                    avx2::multi::<$tail, 1>(w, [a])[0]
+                };
+                _mm512_reduce_add_ps(acc) + tail
+            }
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    _mm512_reduce_add_ps(acc) - hsum_ps128(acc_m)
+    };
 }
 
-/// Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l: the
-/// byte masks that select them for chunk `c`.
+legacy_tile!(Q4_0T, BlockQ4_0, q4_0_pair, avx2::Q4_0T);
+legacy_tile!(Q5_0T, BlockQ5_0, q5_0_pair, avx2::Q5_0T);
+legacy_tile!(Q8_0T, BlockQ8_0, q8_0_pair, avx2::Q8_0T);
+
+/// Two Q8_0 blocks' quants.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q5k_bits(c: u32) -> __m512i {
-    join(
-        _mm256_set1_epi8((1u8 << (2 * c)) as i8),
-        _mm256_set1_epi8((2u8 << (2 * c)) as i8),
-    )
+fn q8_0_pair(x0: &BlockQ8_0, x1: &BlockQ8_0) -> __m512i {
+    join(load256(&x0.qs), load256(&x1.qs))
 }
 
+/// Two Q4_0 blocks as q - 8.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    let zero = _mm512_setzero_si512();
-    let m4 = _mm512_set1_epi8(0xF);
-    let sixteens = _mm512_set1_epi8(16);
-    let idx = [pair_index(0), pair_index(1), pair_index(2), pair_index(3)];
-    let bits = [q5k_bits(0), q5k_bits(1), q5k_bits(2), q5k_bits(3)];
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (sc, m) = k4_scales_mins(&x.scales);
-        let d = y.d() * h2f(x.d);
-        let dmin = _mm_set1_ps(y.d() * h2f(x.dmin));
-        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(k4_min_products(y, &m)), acc_m);
-        let scv = scales_epi32(&sc);
-        let qh = load256(&x.qh);
-        let qh2 = join(qh, qh);
-        let mut sumi = zero;
-        for c in 0..4 {
-            let b = load256(&x.qs[32 * c..]);
-            let q = _mm512_and_si512(join(b, _mm256_srli_epi16::<4>(b)), m4);
-            let q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh2, bits[c]), q, sixteens);
-            let p = _mm512_dpbusd_epi32(zero, q, load512(&y.qs[64 * c..]));
-            let s = _mm512_permutexvar_epi32(idx[c], scv);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, s));
+fn q4_0_pair(x0: &BlockQ4_0, x1: &BlockQ4_0) -> __m512i {
+    _mm512_sub_epi8(nibbles_2x32(&x0.qs, &x1.qs), _mm512_set1_epi8(8))
+}
+
+/// Two Q5_0 blocks as q - 16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q5_0_pair(x0: &BlockQ5_0, x1: &BlockQ5_0) -> __m512i {
+    let q = nibbles_2x32(&x0.qs, &x1.qs);
+    // Bit j of qh is the fifth bit of element j: with the blocks side by side, byte i of `q`
+    // pairs with bit i of the 64-bit mask. q5 - 16 is the nibble where the bit is set and the
+    // nibble - 16 where it is clear.
+    let hmask = u64::from(u32::from_le_bytes(x0.qh)) | (u64::from(u32::from_le_bytes(x1.qh)) << 32);
+    _mm512_mask_sub_epi8(q, !hmask, q, _mm512_set1_epi8(16))
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants: per 64 elements, vpmaddubsw (unsigned quants × activations, i16 pairs) and
+// vpdpwssd against the sub-block scales as i16 lanes.
+// ---------------------------------------------------------------------------------------------
+
+/// A Q8_K activation block in registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8KAct {
+    y: [__m512i; 4],
+    bsums: __m256i,
+    d: __m512,
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8k_act(a: &BlockQ8K) -> Q8KAct {
+    Q8KAct {
+        y: [
+            load512(&a.qs[..]),
+            load512(&a.qs[64..]),
+            load512(&a.qs[128..]),
+            load512(&a.qs[192..]),
+        ],
+        bsums: load256(&a.bsums),
+        d: _mm512_set1_ps(a.d()),
+    }
+}
+
+/// vpermw indices: for Q4_K/Q5_K chunk `c` (c < 4), i16 lane `i` takes scale `2c + i / 16`
+/// (lanes 0..16 are the maddubs pairs of sub-block 2c, 16..32 those of 2c + 1); row 4 takes
+/// min `j / 2` (from lane 8 on) for bsums `j`. For Q6_K group `g`, lane `i` takes scale
+/// `4g + i / 8`.
+static K4_IDX: [[u16; 32]; 5] = {
+    let mut t = [[0u16; 32]; 5];
+    let mut i = 0;
+    while i < 32 {
+        let mut c = 0;
+        while c < 4 {
+            t[c][i] = (2 * c + i / 16) as u16;
+            c += 1;
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        t[4][i] = (8 + (i % 16) / 2) as u16;
+        i += 1;
     }
-    _mm512_reduce_add_ps(acc) - hsum_ps128(acc_m)
+    t
+};
+static Q6_IDX: [[u16; 32]; 4] = {
+    let mut t = [[0u16; 32]; 4];
+    let mut i = 0;
+    while i < 32 {
+        let mut g = 0;
+        while g < 4 {
+            t[g][i] = (4 * g + i / 8) as u16;
+            g += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// A Q4_K or Q5_K block in registers: quants per 64-element chunk, each chunk's two scales
+/// spread over its i16 pair lanes, the mins per bsum, and the f16 scales.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct K4Dec {
+    q: [__m512i; 4],
+    sc: [__m512i; 4],
+    mins: __m256i,
+    d: __m512,
+    dmin: __m512,
 }
 
-/// Lane permutation for 64 Q6_K elements: four 16-element sub-blocks `4r..4r + 4`, each
-/// covering four i32 lanes of a `vpdpbusd` result.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn quad_index(r: i32) -> __m512i {
-    let b = 4 * r;
-    _mm512_set_epi32(
-        b + 3,
-        b + 3,
-        b + 3,
-        b + 3,
-        b + 2,
-        b + 2,
-        b + 2,
-        b + 2,
-        b + 1,
-        b + 1,
-        b + 1,
-        b + 1,
-        b,
-        b,
-        b,
-        b,
-    )
+fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4Dec {
+    let (sc, m) = k4_scales_mins(scales);
+    let v = _mm256_cvtepu8_epi16(_mm_set_epi64x(
+        i64::from_le_bytes(m),
+        i64::from_le_bytes(sc),
+    ));
+    let v = _mm512_castsi256_si512(v);
+    let perm = |k: usize| _mm512_permutexvar_epi16(load512(&K4_IDX[k]), v);
+    let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+        d[0], d[1], dmin[0], dmin[1],
+    ])));
+    K4Dec {
+        q,
+        sc: [perm(0), perm(1), perm(2), perm(3)],
+        mins: _mm512_castsi512_si256(perm(4)),
+        d: _mm512_broadcastss_ps(dd),
+        dmin: _mm512_broadcastss_ps(_mm_movehdup_ps(dd)),
+    }
 }
 
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    let zero = _mm512_setzero_si512();
+fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: __m512) -> __m512 {
+    let mut sumi = _mm512_setzero_si512();
+    for c in 0..4 {
+        let p = _mm512_maddubs_epi16(w.q[c], a.y[c]);
+        sumi = _mm512_dpwssd_epi32(sumi, p, w.sc[c]);
+    }
+    let summ = _mm256_madd_epi16(a.bsums, w.mins);
+    let f = _mm512_fnmadd_ps(
+        w.dmin,
+        _mm512_cvtepi32_ps(_mm512_zextsi256_si512(summ)),
+        _mm512_mul_ps(w.d, _mm512_cvtepi32_ps(sumi)),
+    );
+    _mm512_fmadd_ps(a.d, f, acc)
+}
+
+/// 32 bytes of packed nibbles → [low nibbles | high nibbles] (64 elements in order).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibbles_64(qs: &[u8]) -> __m512i {
+    let b = _mm512_broadcast_i64x4(load256(qs));
+    let b = _mm512_mask_srli_epi16(b, 0xFFFF_0000, b, 4);
+    _mm512_and_si512(b, _mm512_set1_epi8(0xF))
+}
+
+macro_rules! kquant_tile {
+    ($name:ident, $wb:ty, $decode:ident, $dot:ident, $dec:ty) => {
+        #[derive(Debug)]
+        pub(crate) struct $name;
+        impl Tile for $name {
+            type W = $wb;
+            type A = BlockQ8K;
+            const STEP: usize = 1;
+            type Dec = $dec;
+            type Act = Q8KAct;
+            type Acc = __m512;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn zero() -> __m512 {
+                _mm512_setzero_ps()
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn decode(w: &[$wb]) -> $dec {
+                $decode(&w[0])
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn act(a: &[BlockQ8K]) -> Q8KAct {
+                q8k_act(&a[0])
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn dot(w: &$dec, a: &Q8KAct, acc: __m512) -> __m512 {
+                $dot(w, a, acc)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn finish(acc: __m512, _: &[$wb], _: &[BlockQ8K]) -> f32 {
+                _mm512_reduce_add_ps(acc)
+            }
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4k_decode(x: &BlockQ4K) -> K4Dec {
+    // 32 bytes hold sub-block 2c in the low nibbles and 2c + 1 in the high ones, which pair
+    // with the next 64 activations in order.
+    let q = [
+        nibbles_64(&x.qs[..]),
+        nibbles_64(&x.qs[32..]),
+        nibbles_64(&x.qs[64..]),
+        nibbles_64(&x.qs[96..]),
+    ];
+    k4_dec(q, &x.scales, x.d, x.dmin)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q5k_decode(x: &BlockQ5K) -> K4Dec {
+    // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l.
+    let qh = _mm512_broadcast_i64x4(load256(&x.qh));
+    let sixteens = _mm512_set1_epi8(16);
+    let mut q = [_mm512_setzero_si512(); 4];
+    for (c, q) in q.iter_mut().enumerate() {
+        let bits = join(
+            _mm256_set1_epi8((1u8 << (2 * c)) as i8),
+            _mm256_set1_epi8((2u8 << (2 * c)) as i8),
+        );
+        let n = nibbles_64(&x.qs[32 * c..]);
+        *q = _mm512_mask_add_epi8(n, _mm512_test_epi8_mask(qh, bits), n, sixteens);
+    }
+    k4_dec(q, &x.scales, x.d, x.dmin)
+}
+
+kquant_tile!(Q4KT, BlockQ4K, q4k_decode, k4_dot, K4Dec);
+kquant_tile!(Q5KT, BlockQ5K, q5k_decode, k4_dot, K4Dec);
+
+/// A Q6_K block in registers: unsigned quants (0..64) per 64 elements, the sixteen scales
+/// spread over the i16 pair lanes, -32 · scales for the offset, and d.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q6Dec {
+    q: [__m512i; 4],
+    sc: [__m512i; 4],
+    off: __m256i,
+    d: __m512,
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
     let m4 = _mm512_set1_epi8(0xF);
     let m3 = _mm512_set1_epi8(3);
     let m30 = _mm512_set1_epi8(0x30);
-    let idx = [quad_index(0), quad_index(1), quad_index(2), quad_index(3)];
-    let mut acc = _mm512_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = y.d() * h2f(x.d);
-        let scv = _mm512_cvtepi8_epi32(load128(&x.scales));
-        // Quants are used unsigned (0..64); the -32 offset comes back through bsums.
-        let mut sumi = _mm512_sub_epi32(zero, _mm512_zextsi256_si512(q6k_offset(x, y)));
-        for h in 0..2 {
-            // ql[64h..64h + 64] = [ql1 | ql2]; pair it with [qh | qh >> 2] so that one set of
-            // shifts and masks yields elements 0..64 (low nibbles) and 64..128 (high nibbles).
-            let ql = load512(&x.ql[64 * h..]);
-            let qh = load256(&x.qh[32 * h..]);
-            let qh2 = join(qh, _mm256_srli_epi16::<2>(qh));
-            let v_lo = _mm512_or_si512(
-                _mm512_and_si512(ql, m4),
-                _mm512_slli_epi16::<4>(_mm512_and_si512(qh2, m3)),
-            );
-            let v_hi = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                _mm512_and_si512(qh2, m30),
-            );
-            let ys = &y.qs[128 * h..];
-            let p_lo = _mm512_dpbusd_epi32(zero, v_lo, load512(ys));
-            let p_hi = _mm512_dpbusd_epi32(zero, v_hi, load512(&ys[64..]));
-            let s_lo = _mm512_permutexvar_epi32(idx[2 * h], scv);
-            let s_hi = _mm512_permutexvar_epi32(idx[2 * h + 1], scv);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p_lo, s_lo));
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p_hi, s_hi));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    let mut q = [_mm512_setzero_si512(); 4];
+    for h in 0..2 {
+        // ql[64h..64h + 64] = [ql1 | ql2]; pair it with [qh | qh >> 2] so that one set of
+        // shifts and masks yields elements 0..64 (low nibbles) and 64..128 (high nibbles).
+        let ql = load512(&x.ql[64 * h..]);
+        let qh = load256(&x.qh[32 * h..]);
+        let qh2 = join(qh, _mm256_srli_epi16::<2>(qh));
+        q[2 * h] = _mm512_or_si512(
+            _mm512_and_si512(ql, m4),
+            _mm512_slli_epi16::<4>(_mm512_and_si512(qh2, m3)),
+        );
+        q[2 * h + 1] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+            _mm512_and_si512(qh2, m30),
+        );
     }
-    _mm512_reduce_add_ps(acc)
+    let sc16 = _mm256_cvtepi8_epi16(load128(&x.scales));
+    let v = _mm512_castsi256_si512(sc16);
+    let perm = |g: usize| _mm512_permutexvar_epi16(load512(&Q6_IDX[g]), v);
+    // The last two bytes before `d` are scales 14 and 15: convert all four, keep lane 1.
+    let dv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+        x.scales[14] as u8,
+        x.scales[15] as u8,
+        x.d[0],
+        x.d[1],
+    ])));
+    Q6Dec {
+        q,
+        sc: [perm(0), perm(1), perm(2), perm(3)],
+        off: _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(sc16)),
+        d: _mm512_broadcastss_ps(_mm_movehdup_ps(dv)),
+    }
 }
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: __m512) -> __m512 {
+    // The quants are used unsigned; -32 · Σ_k scale_k · bsum_k takes the offset back off
+    // (|32 · scale| ≤ 4096 fits an i16).
+    let mut sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(a.bsums, w.off));
+    for g in 0..4 {
+        let p = _mm512_maddubs_epi16(w.q[g], a.y[g]);
+        sumi = _mm512_dpwssd_epi32(sumi, p, w.sc[g]);
+    }
+    _mm512_fmadd_ps(_mm512_mul_ps(w.d, a.d), _mm512_cvtepi32_ps(sumi), acc)
+}
+
+kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {

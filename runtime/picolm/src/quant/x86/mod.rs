@@ -8,12 +8,9 @@
 mod avx2;
 mod avx512;
 
-use super::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
-    BlockQ8K, as_blocks,
-};
+use super::blocks::{BlockQ4_1, BlockQ5_1, BlockQ8_1, as_blocks};
 use super::types::TYPE_COUNT;
-use super::{DotFn, GgmlType, Isa, Kernels};
+use super::{DotFn, GgmlType, Isa, Kernels, MultiFn, RowsFn};
 use std::sync::LazyLock;
 
 fn has_avx2() -> bool {
@@ -37,6 +34,175 @@ pub(super) fn kernels(isa: Isa) -> Option<&'static Kernels> {
         Isa::Avx512 if has_avx512() => Some(&AVX512),
         _ => None,
     }
+}
+
+/// Defines, inside an ISA module, the `Tile` trait its block kernels implement and the three
+/// drivers built on it: `multi` (one weight row, `N` activation rows: prefill), `rows` (`M`
+/// weight rows, one activation row: decode) and, as `multi::<K, 1>`, the per-row dot.
+///
+/// A kernel is split so that work is shared across a tile: `decode` unpacks a step of weight
+/// blocks into registers once per step for all activations, `act` prepares a step of
+/// activation blocks once for all weight rows, and `dot` combines the two into an
+/// accumulator. `finish` reduces the accumulator and adds the blocks past the last whole step.
+/// Each block's integer sum is exact, so every driver and tile size gives the per-row result up
+/// to the order of f32 additions.
+macro_rules! tile_drivers {
+    ($feat:literal) => {
+        /// A block format's kernel in the parts the drivers below combine (see
+        /// `super::tile_drivers`). Every method is compiled for a subset of this module's
+        /// features and is only called from the drivers, which are compiled for all of them.
+        pub(crate) trait Tile {
+            /// Weight block.
+            type W: super::super::blocks::Block;
+            /// Activation block.
+            type A: super::super::blocks::Block;
+            /// Blocks per step.
+            const STEP: usize;
+            type Dec: Copy;
+            type Act: Copy;
+            type Acc: Copy;
+            /// # Safety
+            /// The CPU must have this module's features.
+            unsafe fn zero() -> Self::Acc;
+            /// # Safety
+            /// As [`Tile::zero`]; `w` holds `STEP` blocks.
+            unsafe fn decode(w: &[Self::W]) -> Self::Dec;
+            /// # Safety
+            /// As [`Tile::zero`]; `a` holds `STEP` blocks.
+            unsafe fn act(a: &[Self::A]) -> Self::Act;
+            /// # Safety
+            /// As [`Tile::zero`].
+            unsafe fn dot(w: &Self::Dec, a: &Self::Act, acc: Self::Acc) -> Self::Acc;
+            /// The row's dot: `acc` reduced plus the dot of the (fewer than `STEP`) blocks
+            /// `w` and `a` left after the last whole step.
+            ///
+            /// # Safety
+            /// As [`Tile::zero`].
+            unsafe fn finish(acc: Self::Acc, w: &[Self::W], a: &[Self::A]) -> f32;
+        }
+
+        /// `[w · ys[j] for j in 0..N]`, decoding each weight step once. `ys[j]` must hold at
+        /// least `w.len()` blocks.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn multi<K: Tile, const N: usize>(w: &[K::W], ys: [&[K::A]; N]) -> [f32; N] {
+            let nb = w.len();
+            let steps = nb / K::STEP;
+            let ys = ys.map(|y| &y[..nb]);
+            // SAFETY: `K: Tile` of this module, whose methods need a subset of the features
+            // this function is compiled for (and its caller has detected).
+            unsafe {
+                let mut acc = [K::zero(); N];
+                for s in 0..steps {
+                    let r = s * K::STEP..(s + 1) * K::STEP;
+                    let dec = K::decode(&w[r.clone()]);
+                    for j in 0..N {
+                        acc[j] = K::dot(&dec, &K::act(&ys[j][r.clone()]), acc[j]);
+                    }
+                }
+                let body = steps * K::STEP;
+                let mut out = [0.0; N];
+                for j in 0..N {
+                    out[j] = K::finish(acc[j], &w[body..], &ys[j][body..]);
+                }
+                out
+            }
+        }
+
+        /// `[ws[i] · y for i in 0..M]`, preparing each activation step once. Every `ws[i]`
+        /// must hold at least `y.len()` blocks.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn rows<K: Tile, const M: usize>(ws: [&[K::W]; M], y: &[K::A]) -> [f32; M] {
+            let nb = y.len();
+            let steps = nb / K::STEP;
+            let ws = ws.map(|w| &w[..nb]);
+            // SAFETY: as in `multi`.
+            unsafe {
+                let mut acc = [K::zero(); M];
+                for s in 0..steps {
+                    let r = s * K::STEP..(s + 1) * K::STEP;
+                    let a = K::act(&y[r.clone()]);
+                    for i in 0..M {
+                        acc[i] = K::dot(&K::decode(&ws[i][r.clone()]), &a, acc[i]);
+                    }
+                }
+                let body = steps * K::STEP;
+                let mut out = [0.0; M];
+                for i in 0..M {
+                    out[i] = K::finish(acc[i], &ws[i][body..], &y[body..]);
+                }
+                out
+            }
+        }
+    };
+}
+pub(super) use tile_drivers;
+
+/// The per-row, multi-activation and multi-row entry points for `$m::Tile` kernel `$k` over
+/// `$len`-element blocks, as table entries.
+macro_rules! tile_fns {
+    ($m:ident, $k:ty, $len:expr) => {{
+        type W = <$k as $m::Tile>::W;
+        type A = <$k as $m::Tile>::A;
+        fn dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            debug_assert!(n.is_multiple_of($len));
+            let nb = n / $len;
+            let (w, a) = (as_blocks::<W>(w, nb), as_blocks::<A>(a, nb));
+            // SAFETY: reachable only through a table `kernels` returned after detecting the
+            // features `$m` is compiled for.
+            unsafe { $m::multi::<$k, 1>(w, [a])[0] }
+        }
+        fn multi_n<const N: usize>(
+            nb: usize,
+            w: &[u8],
+            acts: &[u8],
+            stride: usize,
+            out: &mut [f32],
+        ) {
+            let w = as_blocks::<W>(w, nb);
+            let ys: [&[A]; N] =
+                std::array::from_fn(|j| as_blocks::<A>(&acts[j.saturating_mul(stride)..], nb));
+            // SAFETY: as in `dot`.
+            out.copy_from_slice(&unsafe { $m::multi::<$k, N>(w, ys) });
+        }
+        fn multi(n: usize, w: &[u8], acts: &[u8], stride: usize, out: &mut [f32]) {
+            debug_assert!(n.is_multiple_of($len));
+            let nb = n / $len;
+            match out.len() {
+                1 => multi_n::<1>(nb, w, acts, stride, out),
+                2 => multi_n::<2>(nb, w, acts, stride, out),
+                3 => multi_n::<3>(nb, w, acts, stride, out),
+                4 => multi_n::<4>(nb, w, acts, stride, out),
+                5 => multi_n::<5>(nb, w, acts, stride, out),
+                6 => multi_n::<6>(nb, w, acts, stride, out),
+                7 => multi_n::<7>(nb, w, acts, stride, out),
+                8 => multi_n::<8>(nb, w, acts, stride, out),
+                m => panic!("vec_dot_multi: {m} activation rows (1..=8 allowed)"),
+            }
+        }
+        fn rows_n<const M: usize>(nb: usize, w: &[u8], rb: usize, act: &[u8], out: &mut [f32]) {
+            let ws: [&[W]; M] =
+                std::array::from_fn(|i| as_blocks::<W>(&w[i.saturating_mul(rb)..], nb));
+            let a = as_blocks::<A>(act, nb);
+            // SAFETY: as in `dot`.
+            out.copy_from_slice(&unsafe { $m::rows::<$k, M>(ws, a) });
+        }
+        fn rows(n: usize, w: &[u8], rb: usize, act: &[u8], out: &mut [f32]) {
+            debug_assert!(n.is_multiple_of($len));
+            let nb = n / $len;
+            match out.len() {
+                1 => rows_n::<1>(nb, w, rb, act, out),
+                2 => rows_n::<2>(nb, w, rb, act, out),
+                3 => rows_n::<3>(nb, w, rb, act, out),
+                4 => rows_n::<4>(nb, w, rb, act, out),
+                m => panic!("vec_dot_rows: {m} weight rows (1..=4 allowed)"),
+            }
+        }
+        (
+            Some(dot as DotFn),
+            Some(multi as MultiFn),
+            Some(rows as RowsFn),
+        )
+    }};
 }
 
 /// A [`DotFn`] over blocks for the target-feature kernel `$f`.
@@ -68,14 +234,20 @@ macro_rules! simd_flat_dot {
 static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
     use GgmlType::*;
     let mut dot: [Option<DotFn>; TYPE_COUNT] = [None; TYPE_COUNT];
-    dot[Q4_0 as usize] = simd_block_dot!(BlockQ4_0, BlockQ8_0, 32, avx2::dot_q4_0);
+    let mut multi: [Option<MultiFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    let mut rows: [Option<RowsFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    for (ty, (d, m, r)) in [
+        (Q4_0, tile_fns!(avx2, avx2::Q4_0T, 32)),
+        (Q5_0, tile_fns!(avx2, avx2::Q5_0T, 32)),
+        (Q8_0, tile_fns!(avx2, avx2::Q8_0T, 32)),
+        (Q4_K, tile_fns!(avx2, avx2::Q4KT, 256)),
+        (Q5_K, tile_fns!(avx2, avx2::Q5KT, 256)),
+        (Q6_K, tile_fns!(avx2, avx2::Q6KT, 256)),
+    ] {
+        (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
+    }
     dot[Q4_1 as usize] = simd_block_dot!(BlockQ4_1, BlockQ8_1, 32, avx2::dot_q4_1);
-    dot[Q5_0 as usize] = simd_block_dot!(BlockQ5_0, BlockQ8_0, 32, avx2::dot_q5_0);
     dot[Q5_1 as usize] = simd_block_dot!(BlockQ5_1, BlockQ8_1, 32, avx2::dot_q5_1);
-    dot[Q8_0 as usize] = simd_block_dot!(BlockQ8_0, BlockQ8_0, 32, avx2::dot_q8_0);
-    dot[Q4_K as usize] = simd_block_dot!(BlockQ4K, BlockQ8K, 256, avx2::dot_q4_k);
-    dot[Q5_K as usize] = simd_block_dot!(BlockQ5K, BlockQ8K, 256, avx2::dot_q5_k);
-    dot[Q6_K as usize] = simd_block_dot!(BlockQ6K, BlockQ8K, 256, avx2::dot_q6_k);
     dot[F16 as usize] = simd_flat_dot!(avx2::dot_f16);
     dot[BF16 as usize] = simd_flat_dot!(avx2::dot_bf16);
     dot[F32 as usize] = simd_flat_dot!(avx2::dot_f32_bytes);
@@ -94,6 +266,8 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
     Kernels {
         isa: Isa::Avx2,
         dot,
+        multi,
+        rows,
         dot_f32,
         dot_f16_f32,
         axpy_f16,
@@ -103,13 +277,17 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
 static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
     use GgmlType::*;
     // Formats without an AVX-512 kernel keep the AVX2 one (the AVX-512 set includes AVX2).
-    let mut dot = AVX2.dot;
-    dot[Q4_0 as usize] = simd_block_dot!(BlockQ4_0, BlockQ8_0, 32, avx512::dot_q4_0);
-    dot[Q5_0 as usize] = simd_block_dot!(BlockQ5_0, BlockQ8_0, 32, avx512::dot_q5_0);
-    dot[Q8_0 as usize] = simd_block_dot!(BlockQ8_0, BlockQ8_0, 32, avx512::dot_q8_0);
-    dot[Q4_K as usize] = simd_block_dot!(BlockQ4K, BlockQ8K, 256, avx512::dot_q4_k);
-    dot[Q5_K as usize] = simd_block_dot!(BlockQ5K, BlockQ8K, 256, avx512::dot_q5_k);
-    dot[Q6_K as usize] = simd_block_dot!(BlockQ6K, BlockQ8K, 256, avx512::dot_q6_k);
+    let (mut dot, mut multi, mut rows) = (AVX2.dot, AVX2.multi, AVX2.rows);
+    for (ty, (d, m, r)) in [
+        (Q4_0, tile_fns!(avx512, avx512::Q4_0T, 32)),
+        (Q5_0, tile_fns!(avx512, avx512::Q5_0T, 32)),
+        (Q8_0, tile_fns!(avx512, avx512::Q8_0T, 32)),
+        (Q4_K, tile_fns!(avx512, avx512::Q4KT, 256)),
+        (Q5_K, tile_fns!(avx512, avx512::Q5KT, 256)),
+        (Q6_K, tile_fns!(avx512, avx512::Q6KT, 256)),
+    ] {
+        (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
+    }
     dot[F16 as usize] = simd_flat_dot!(avx512::dot_f16);
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as in `simd_block_dot`.
@@ -126,6 +304,8 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
     Kernels {
         isa: Isa::Avx512,
         dot,
+        multi,
+        rows,
         dot_f32,
         dot_f16_f32,
         axpy_f16,
