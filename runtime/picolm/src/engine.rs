@@ -404,7 +404,7 @@ impl Engine {
             }
         }
         // Remove from the back so indices stay valid.
-        self.done.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        self.done.sort_unstable_by_key(|&(si, _)| std::cmp::Reverse(si));
         for k in 0..self.done.len() {
             let (si, reason) = self.done[k];
             self.finish(si, reason, events);

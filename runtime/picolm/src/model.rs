@@ -92,7 +92,7 @@ impl Config {
         positive("attention.head_count", n_head)?;
         positive("attention.head_count_kv", n_head_kv)?;
         positive("feed_forward_length", n_ff)?;
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(Error::metadata(
                 &key("attention.head_count_kv"),
                 format!("{n_head_kv} does not divide head_count {n_head}"),
@@ -100,7 +100,7 @@ impl Config {
         }
         let head_dim: usize = match md.get_int(&key("attention.key_length"))? {
             Some(d) => d,
-            None if n_embd % n_head == 0 => n_embd / n_head,
+            None if n_embd.is_multiple_of(n_head) => n_embd / n_head,
             None => {
                 return Err(Error::metadata(
                     &key("attention.head_count"),
@@ -115,7 +115,7 @@ impl Config {
                 "value_length {vd} != key_length {head_dim}"
             )));
         }
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::metadata(
                 &key("attention.key_length"),
                 format!("head dim {head_dim} must be even"),
@@ -128,7 +128,7 @@ impl Config {
         let rope_dim: usize = md
             .get_int(&key("rope.dimension_count"))?
             .unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(Error::metadata(
                 &key("rope.dimension_count"),
                 format!("{rope_dim} must be even and at most the head dim {head_dim}"),
