@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the OpenAI-compatible server.
+    Serve(cmd::serve::ServeArgs),
+    /// Download a model into the store (URL or Hugging Face-style repository).
+    Pull(cmd::models::PullArgs),
+    /// List the models in the store.
+    List(cmd::models::ListArgs),
     /// Generate text from a local GGUF model, streaming it to stdout.
     Run(cmd::run::RunArgs),
     /// Print a GGUF model's architecture, shapes, quantization, tokenizer and memory estimate.
@@ -39,6 +45,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Pull(a) => cmd::models::pull(a),
+        Command::List(a) => cmd::models::list(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
