@@ -253,23 +253,25 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
     let wb = w.bytes(file);
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
     let xrb = xq.row_bytes;
-    let chunk = row_chunk(rows);
     if n == 1 {
+        // Decode: memory-bound; a few weight rows per kernel call share the activation loads.
+        let chunk = row_chunk(rows).next_multiple_of(quant::ROWS_MAX);
         let x = &xq.data[..xrb];
         out[..rows]
             .par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(ci, o)| {
                 let r0 = ci * chunk;
-                for (i, y) in o.iter_mut().enumerate() {
-                    let r = r0 + i;
-                    *y = quant::vec_dot(w.ty, cols, &wb[r * rb..(r + 1) * rb], x);
+                for (k, ys) in o.chunks_mut(quant::ROWS_MAX).enumerate() {
+                    let r = r0 + k * quant::ROWS_MAX;
+                    quant::vec_dot_rows(w.ty, cols, &wb[r * rb..(r + ys.len()) * rb], rb, x, ys);
                 }
             });
         return;
     }
-    // Each weight row is dotted with every activation row while it is hot in L1; results
-    // come out row-major per weight row and are transposed afterwards.
+    // Prefill: each weight row is decoded once for a tile of up to MULTI_MAX activation rows
+    // while it is hot in L1; results come out row-major per weight row and are transposed.
+    let chunk = row_chunk(rows);
     grow(tmp, rows * n);
     tmp[..rows * n]
         .par_chunks_mut(chunk * n)
@@ -279,8 +281,9 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
             for (i, ys) in o.chunks_mut(n).enumerate() {
                 let r = r0 + i;
                 let wr = &wb[r * rb..(r + 1) * rb];
-                for (b, y) in ys.iter_mut().enumerate() {
-                    *y = quant::vec_dot(w.ty, cols, wr, &xq.data[b * xrb..(b + 1) * xrb]);
+                for (t, tile) in ys.chunks_mut(quant::MULTI_MAX).enumerate() {
+                    let b0 = t * quant::MULTI_MAX;
+                    quant::vec_dot_multi(w.ty, cols, wr, &xq.data[b0 * xrb..], xrb, tile);
                 }
             }
         });
