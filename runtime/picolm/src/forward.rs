@@ -454,7 +454,8 @@ impl Model {
                 s.row_cache.push(e.cache as u32);
                 s.row_pos.push((pos0 + i) as u32);
             }
-            max_pos = max_pos.max(pos0 + e.tokens.len());
+            // Size the tables for the whole context at once: decode then never grows them.
+            max_pos = max_pos.max(caches[e.cache].n_ctx);
         }
         s.rope.ensure(c, max_pos);
 
@@ -554,7 +555,7 @@ impl Model {
                     let kc = &kv.k[kv.layer_range(l, n_pos)];
                     let vc = &kv.v[kv.layer_range(l, n_pos)];
                     ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
-                        grow(scores, n_pos);
+                        grow(scores, kv.n_ctx);
                         grow(qh, hd);
                         // Round the query to f16 as llama.cpp does before its f16 K·Q product.
                         for (d, &x) in qh

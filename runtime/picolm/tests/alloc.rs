@@ -1,0 +1,116 @@
+//! Steady-state decoding allocates nothing: a counting global allocator watches every thread
+//! while the engine decodes, after a warm-up that sizes its buffers.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use picolm::engine::{Engine, EngineConfig, SequenceRequest};
+use picolm::tokenizer::Tokenizer;
+use picolm::{GgufFile, Model, SamplingParams};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn load(preset: &str, ty: &str) -> (Arc<Model>, Tokenizer) {
+    let dir = std::env::var_os("PICOLM_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"));
+    let path = dir.join(format!("{preset}-{ty}.gguf"));
+    if !path.exists() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let ok = std::process::Command::new("python3")
+            .arg(root.join("tools/gen-model.py"))
+            .args(["--preset", preset, "--types", ty, "--out"])
+            .arg(&dir)
+            .output()
+            .expect("python3 tools/gen-model.py")
+            .status
+            .success();
+        assert!(ok, "generating {preset}-{ty} failed");
+    }
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let tok = Tokenizer::from_metadata(file.metadata()).unwrap();
+    (Arc::new(Model::load(file).unwrap()), tok)
+}
+
+#[test]
+fn decoding_does_not_allocate_per_token() {
+    let (model, tok) = load("tiny-llama", "q4_k_m");
+    // The engine runs inside a pool, as the server's worker does: rayon's own job queues are
+    // then per-worker deques that are reused, not the global injector.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let (warm, measured, per_step) = pool.install(|| {
+        let cfg = EngineConfig {
+            n_ctx: 256,
+            max_sequences: 2,
+            max_batch_tokens: 64,
+            zero_on_finish: false,
+        };
+        let mut e = Engine::new(model, tok.clone(), cfg).unwrap();
+        for seed in [1, 2] {
+            e.add(SequenceRequest {
+                prompt: tok
+                    .encode("A steady state needs no allocation", true, false)
+                    .unwrap(),
+                params: SamplingParams {
+                    seed: Some(seed),
+                    ..Default::default()
+                },
+                max_tokens: 200,
+                ignore_eos: true,
+                stop_tokens: vec![],
+                processor: None,
+            })
+            .unwrap();
+        }
+        let mut events = Vec::with_capacity(16);
+        // Warm-up: prefill plus the first decode steps grow every buffer to its size.
+        for _ in 0..8 {
+            events.clear();
+            e.step_into(&mut events).unwrap();
+        }
+        let warm = ALLOCS.load(Ordering::SeqCst);
+        let steps = 64;
+        for _ in 0..steps {
+            events.clear();
+            e.step_into(&mut events).unwrap();
+            assert_eq!(events.len(), 2, "both sequences decode one token per step");
+        }
+        let measured = ALLOCS.load(Ordering::SeqCst) - warm;
+        (warm, measured, measured as f64 / steps as f64)
+    });
+    eprintln!(
+        "warm-up allocations {warm}; 64 decode steps × 2 sequences: {measured} allocations ({per_step:.2}/step)"
+    );
+    assert_eq!(
+        measured, 0,
+        "steady-state decode allocated {measured} times in 64 steps"
+    );
+}
