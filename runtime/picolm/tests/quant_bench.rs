@@ -3,6 +3,9 @@
 //!
 //!     cargo test --release -p picolm --test quant_bench -- --ignored --nocapture
 //!
+//! `QUANT_BENCH=Q4_K,Q8_0` limits the run to those formats; `QUANT_BENCH_KB=512` shrinks the
+//! matrix from 48 MiB to one that stays in L2.
+//!
 //! Columns (GB/s of weight bytes; higher is better):
 //! * `dot`: `vec_dot` over every row with one activation row (decode's mat-vec).
 //! * `rows4`: `vec_dot_rows` with 4 weight rows per call, one activation row (decode).
@@ -88,7 +91,13 @@ fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 5] {
 fn vec_dot_throughput() {
     use GgmlType::*;
     let n = 2048; // llama1b-like hidden size (896 for Q5_0/Q8_0 in the qwen0.5b-like mix)
-    let matrix_bytes = 48 << 20;
+    // `QUANT_BENCH_KB` sets the matrix size: the default streams from DRAM; a few hundred KB
+    // stay in L2 and show the kernels' compute speed.
+    let matrix_bytes = std::env::var("QUANT_BENCH_KB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(48 << 10)
+        << 10;
     println!(
         "{:<6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "format", "isa", "n", "dot", "rows4", "dot×8", "multi4", "multi8"
@@ -107,6 +116,11 @@ fn vec_dot_throughput() {
         (BF16, n),
         (F32, n),
     ] {
+        if let Ok(only) = std::env::var("QUANT_BENCH")
+            && !only.split(',').any(|t| t.trim() == ty.name())
+        {
+            continue;
+        }
         let row = ty.row_bytes(n).unwrap();
         let rows = (matrix_bytes / row).max(4) / 4 * 4;
         // Deterministic bytes; f16 scale fields come out finite enough for timing purposes.

@@ -165,13 +165,10 @@ super::tile_drivers!("avx2,fma,f16c");
 
 /// The f16 in the first two of four little-endian bytes, as f32 lane 0 (lane 1 holds the
 /// second pair).
-///
-/// Four bytes go through `vmovd`, which writes the whole vector: a 16-bit insert would leave
-/// the compiler free to merge into (and so wait for) any register, such as the accumulator.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn f16x2(b: [u8; 4]) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(b)))
+    super::f16x2_bits(b)
 }
 
 /// A legacy (32-element) weight block as |s| and s (signed quants), with its scale in lane 0.

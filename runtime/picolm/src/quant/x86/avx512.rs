@@ -57,15 +57,10 @@ fn nibbles_2x32(qs0: &[u8; 16], qs1: &[u8; 16]) -> __m512i {
 }
 
 /// Two f16 scales → `a` in lanes 0..8, `b` in lanes 8..16.
-///
-/// Both halves go through one general-purpose register and `vmovd`, which writes the whole
-/// vector: a 16-bit insert would leave the compiler free to merge into (and so wait for) any
-/// register, such as the accumulator.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn scales_2x8(a: [u8; 2], b: [u8; 2]) -> __m512 {
-    let bits = i32::from_le_bytes([a[0], a[1], b[0], b[1]]);
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    let v = super::f16x2_bits([a[0], a[1], b[0], b[1]]);
     let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
 }
@@ -275,9 +270,7 @@ fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4De
     ));
     let v = _mm512_castsi256_si512(v);
     let perm = |k: usize| _mm512_permutexvar_epi16(load512(&K4_IDX[k]), v);
-    let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
-        d[0], d[1], dmin[0], dmin[1],
-    ])));
+    let dd = super::f16x2_bits([d[0], d[1], dmin[0], dmin[1]]);
     K4Dec {
         q,
         sc: [perm(0), perm(1), perm(2), perm(3)],
@@ -424,12 +417,7 @@ fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
     let v = _mm512_castsi256_si512(sc16);
     let perm = |g: usize| _mm512_permutexvar_epi16(load512(&Q6_IDX[g]), v);
     // The last two bytes before `d` are scales 14 and 15: convert all four, keep lane 1.
-    let dv = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
-        x.scales[14] as u8,
-        x.scales[15] as u8,
-        x.d[0],
-        x.d[1],
-    ])));
+    let dv = super::f16x2_bits([x.scales[14] as u8, x.scales[15] as u8, x.d[0], x.d[1]]);
     Q6Dec {
         q,
         sc: [perm(0), perm(1), perm(2), perm(3)],
