@@ -434,7 +434,8 @@ fn tiles_check_their_bounds() {
                 ty.vec_dot_type().row_bytes(n).unwrap(),
             );
             let (w, acts) = (vec![0u8; 2 * wb], vec![0u8; 3 * ab]);
-            let cases: [(&str, Box<dyn Fn()>); 5] = [
+            type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+            let cases: [Case<'_>; 5] = [
                 (
                     "multi 0",
                     Box::new(|| {

@@ -4,7 +4,9 @@
 //! widened with `vpmaddwd`; no intermediate can saturate for the value ranges the formats and
 //! [`quantize_activation`](crate::quant::quantize_activation) produce (|activation| ≤ 127),
 //! so the integer part of every block is exact and only the f32 accumulation order differs
-//! from the scalar reference.
+//! from the scalar reference. Q4_0, Q5_0, Q8_0 and the K-quants implement the module's `Tile`
+//! trait (see `super::tile_drivers`) for the per-row dot and the multi-row tiles; Q4_1, Q5_1
+//! and the float formats have per-row kernels only.
 //!
 //! Every function here is `#[target_feature(enable = "avx2,fma,f16c")]` and must only be
 //! called once those features have been detected (see `super::kernels`).

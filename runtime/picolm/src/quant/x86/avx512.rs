@@ -2,10 +2,16 @@
 //! Q8_0, Q4_K, Q5_K, Q6_K and F16, plus the f32/f16 attention helpers. Q4_1, Q5_1 and BF16 use
 //! the AVX2 kernels on this ISA.
 //!
-//! Integer dots use `vpdpbusd` (unsigned × signed bytes, four products summed straight into
-//! i32 lanes, no saturation), so block sums are exact, as in the scalar reference. Weights are
-//! kept unsigned (Q4_0's q, not q - 8) and the offset is taken off with a second `vpdpbusd`
-//! over the activations, or through Q8_K's bsums.
+//! Block formats implement the module's `Tile` trait (decode a weight step, prepare an
+//! activation step, dot them; see `super::tile_drivers`), which gives the per-row dot, the
+//! prefill tile (`multi`, one decoded weight step for up to 8 activation rows) and the decode
+//! tile (`rows`). Block sums are exact integers, as in the scalar reference:
+//! * Q4_0, Q5_0, Q8_0 (two blocks per step): weights as signed bytes s (q - 8, q - 16, q), the
+//!   activations biased to unsigned (y + 128, prepared once per activation), one `vpdpbusd`
+//!   per 64 elements starting from -128·Σ s (computed once per weight step).
+//! * Q4_K, Q5_K, Q6_K: unsigned quants × activations with `vpmaddubsw` (i16 pairs, no
+//!   saturation: |q| < 64, |y| ≤ 127), then `vpdpwssd` against the sub-block scales spread
+//!   over i16 lanes; mins (Q4_K/Q5_K) and Q6_K's -32 offset through Q8_K's bsums.
 //!
 //! Every function here is compiled for `avx512f,avx512bw,avx512vl,avx512vnni` on top of the
 //! AVX2 set and must only be called once those features have been detected.
