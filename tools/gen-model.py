@@ -60,6 +60,8 @@ PRESETS = {
     # Seeds for the GGUF reader's fuzz corpus: every structure of a real file in a few KiB.
     "micro-llama": Preset("llama", 32, 1, 2, 1, 64, "ggml-vocab-llama-spm.gguf", 300, n_ctx=64),
     "micro-qwen2": Preset("qwen2", 32, 1, 2, 1, 64, "ggml-vocab-qwen2.gguf", 300, n_ctx=64, tied=True),
+    # Large enough that weights dominate the resident set: the layer-streaming RSS test.
+    "small-llama": Preset("llama", 1024, 8, 16, 4, 2816, "ggml-vocab-llama-spm.gguf", None),
     # The performance anchors of shared/PERF.md.
     "llama1b": Preset("llama", 2048, 22, 32, 4, 5632, "ggml-vocab-llama-spm.gguf", None),
     "qwen05b": Preset(

@@ -168,6 +168,7 @@ pub struct Scratch {
     rope: RopeTable,
     row_cache: Vec<u32>,
     row_pos: Vec<u32>,
+    head: Vec<f32>,
 }
 
 impl Drop for Scratch {
@@ -472,6 +473,9 @@ impl Model {
                     &mut s.x[r * d..(r + 1) * d],
                 )
                 .map_err(|e| Error::Quant(e.to_string()))?;
+                if self.layer_streaming {
+                    self.file.release(self.tok_embd.offset + t * erb, erb);
+                }
                 r += 1;
             }
         }
@@ -618,6 +622,16 @@ impl Model {
                 &mut s.mm,
             );
             add_tmp(&mut s.x[..n * d], &s.tmp[..n * d]);
+            if self.layer_streaming {
+                for w in layer.weights() {
+                    self.file.release(w.offset, w.size);
+                }
+                if let Some(next) = self.layers.get(l + 1) {
+                    for w in next.weights() {
+                        self.file.prefetch(w.offset, w.size);
+                    }
+                }
+            }
         }
         for e in entries {
             caches[e.cache].len += e.tokens.len();
@@ -647,10 +661,56 @@ impl Model {
             OutputKind::Hidden => out.copy_from_slice(&s.xn[..n_out * d]),
             OutputKind::Logits => {
                 s.xq.load(self.output.ty, &s.xn, n_out, d)?;
-                matmul(file, &self.output, &s.xq, n_out, out, &mut s.mm);
+                if self.layer_streaming {
+                    self.output_head_streaming(file, &s.xq, n_out, out, &mut s.head, &mut s.mm);
+                } else {
+                    matmul(file, &self.output, &s.xq, n_out, out, &mut s.mm);
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Output-head bytes processed between releases in layer-streaming mode: the head is the
+/// largest matrix of a small model (51 MiB for a 1B llama), larger than a layer.
+const HEAD_CHUNK_BYTES: usize = 4 << 20;
+
+impl Model {
+    /// The LM head in row chunks, each released as soon as it has been used.
+    fn output_head_streaming(
+        &self,
+        file: &[u8],
+        xq: &QuantBuf,
+        n_out: usize,
+        out: &mut [f32],
+        head: &mut Vec<f32>,
+        mm: &mut Vec<f32>,
+    ) {
+        let w = &self.output;
+        let nv = w.rows;
+        let rows_per = (HEAD_CHUNK_BYTES / w.row_bytes.max(1)).clamp(64, nv.max(64));
+        let mut r0 = 0;
+        while r0 < nv {
+            let rows = rows_per.min(nv - r0);
+            let part = Weight {
+                name: String::new(),
+                ty: w.ty,
+                rows,
+                cols: w.cols,
+                offset: w.offset + r0 * w.row_bytes,
+                size: rows * w.row_bytes,
+                row_bytes: w.row_bytes,
+            };
+            grow(head, n_out * rows);
+            matmul(file, &part, xq, n_out, &mut head[..n_out * rows], mm);
+            for b in 0..n_out {
+                out[b * nv + r0..b * nv + r0 + rows]
+                    .copy_from_slice(&head[b * rows..(b + 1) * rows]);
+            }
+            self.file.release(part.offset, part.size);
+            r0 += rows;
+        }
     }
 }
 

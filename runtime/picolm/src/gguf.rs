@@ -677,6 +677,39 @@ impl GgufFile {
         &self.map
     }
 
+    /// Drop the pages backing `[offset, offset + len)` from this process's resident set
+    /// (`madvise(MADV_DONTNEED)`): layer streaming calls this after each layer. The kernel
+    /// reads them again from the file (usually from the page cache) on the next access.
+    pub fn release(&self, offset: usize, len: usize) {
+        if len == 0 || offset.saturating_add(len) > self.map.len() {
+            return;
+        }
+        // SAFETY: the mapping is private and read-only over an immutable file, so dropped
+        // pages come back with the same contents: no reference into the map can observe a
+        // change. Failure only means the pages stay resident.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
+    }
+
+    /// Ask the kernel to map `[offset, offset + len)` ahead of use (`MADV_POPULATE_READ`,
+    /// falling back to `MADV_WILLNEED` on kernels without it).
+    pub fn prefetch(&self, offset: usize, len: usize) {
+        if len == 0 || offset.saturating_add(len) > self.map.len() {
+            return;
+        }
+        if self
+            .map
+            .advise_range(memmap2::Advice::PopulateRead, offset, len)
+            .is_err()
+        {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
+    }
+
     /// The tensor's bytes, borrowed from the map. Ranges were validated at parse time.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         &self.map[t.offset as usize..(t.offset + t.size) as usize]

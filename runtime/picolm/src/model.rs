@@ -265,9 +265,35 @@ pub struct Model {
     /// The LM head; the token embedding when the file ties them (no `output.weight`).
     pub output: Weight,
     pub layers: Vec<Layer>,
+    /// Touch weights one layer at a time and release them after use (O(layer) resident
+    /// memory instead of O(model)); see [`Model::with_layer_streaming`].
+    pub layer_streaming: bool,
+}
+
+impl Layer {
+    /// The layer's matrices (for residency control).
+    pub fn weights(&self) -> [&Weight; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
 }
 
 impl Model {
+    /// Layer streaming: each layer's weights are released (`MADV_DONTNEED`) once the layer
+    /// has run, and the output head is processed in row chunks released the same way, so the
+    /// resident set stays near one layer plus the KV cache however large the file is.
+    pub fn with_layer_streaming(mut self, on: bool) -> Self {
+        self.layer_streaming = on;
+        self
+    }
+
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
         let mut config = Config::from_metadata(file.metadata())?;
         let c = config.clone();
@@ -347,6 +373,7 @@ impl Model {
             output_norm,
             output,
             layers,
+            layer_streaming: false,
         })
     }
 

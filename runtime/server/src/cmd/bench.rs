@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Stream weights one layer at a time (O(layer) resident memory instead of O(model)).
+    #[arg(long)]
+    pub layer_streaming: bool,
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
@@ -45,7 +48,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .build_global()
         .context("starting the worker threads")?;
     let file = Arc::new(GgufFile::open(&a.model)?);
-    let model = Model::load(file)?;
+    let model = Model::load(file)?.with_layer_streaming(a.layer_streaming);
     let nv = model.config.n_vocab as u64;
     // A fixed LCG: the same ids every run, spread over the vocabulary.
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -73,6 +76,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "model": a.model.display().to_string(),
         "threads": a.threads,
         "isa": format!("{:?}", picolm::quant::isa()),
+        "layer_streaming": a.layer_streaming,
         "prompt_tokens": a.prompt_tokens,
         "gen_tokens": a.gen_tokens,
         "pp_tok_s": a.prompt_tokens as f64 / pp_s,

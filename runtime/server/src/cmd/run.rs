@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// Do not stop at end-of-generation tokens: generate exactly --max-tokens (benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Stream weights one layer at a time (O(layer) resident memory instead of O(model)).
+    #[arg(long)]
+    pub layer_streaming: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -69,7 +72,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let file = Arc::new(GgufFile::open(&a.model)?);
-    let model = Model::load(file.clone())?;
+    let model = Model::load(file.clone())?.with_layer_streaming(a.layer_streaming);
     let tokenizer = Tokenizer::from_metadata(file.metadata())?;
     let c = &model.config;
     let n_ctx = a.ctx_size.unwrap_or(c.n_ctx_train.min(4096));
