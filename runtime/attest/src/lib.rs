@@ -8,6 +8,7 @@
 //! - guest-side providers behind one [`attester::Attester`] trait;
 //! - verification ([`verify()`]) against a [`policy::Policy`] producing a [`verdict::Verdict`]
 //!   that lists every check with expected and actual values;
+//! - AMD KDS certificates, fetched and cached on disk ([`kds`]);
 //! - the report_data binding ([`report_data`]), RA-TLS certificates and a rustls verifier
 //!   ([`ratls`]);
 //! - model sealing ([`model_seal`]) and chunked AES-256-GCM encrypted models ([`model_crypt`]).
@@ -19,6 +20,7 @@ pub mod asn1;
 pub mod attester;
 pub mod error;
 pub mod evidence;
+mod fetch;
 pub mod fuzzing;
 pub mod kds;
 pub mod model_crypt;
@@ -41,7 +43,7 @@ pub use evidence::{AttestationDocument, EvidenceBundle};
 pub use policy::Policy;
 pub use report_data::ReportData;
 pub use verdict::{Check, CheckStatus, Verdict};
-pub use verify::{Expectations, verify};
+pub use verify::{Expectations, verify, verify_with_kds};
 
 use serde::{Deserialize, Serialize};
 

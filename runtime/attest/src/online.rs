@@ -13,11 +13,12 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::evidence::AttestationDocument;
+use crate::kds::KdsClient;
 use crate::policy::Policy;
 use crate::ratls::RaTlsVerifier;
 use crate::report_data::spki_sha256;
 use crate::verdict::Verdict;
-use crate::verify::{Expectations, verify};
+use crate::verify::{Expectations, verify, verify_with_kds};
 
 /// Response bodies larger than this are refused.
 pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
@@ -63,6 +64,19 @@ pub fn attest_url(
     model_sha256: Option<[u8; 32]>,
     now: Option<OffsetDateTime>,
 ) -> Result<OnlineAttestation> {
+    attest_url_with_kds(url, policy, model, model_sha256, now, None)
+}
+
+/// [`attest_url`], fetching SEV-SNP certificates the evidence lacks (no VCEK in the bundle) from
+/// AMD KDS through `kds` (both for the handshake and the fresh evidence).
+pub fn attest_url_with_kds(
+    url: &str,
+    policy: &Policy,
+    model: Option<&str>,
+    model_sha256: Option<[u8; 32]>,
+    now: Option<OffsetDateTime>,
+    kds: Option<Arc<KdsClient>>,
+) -> Result<OnlineAttestation> {
     let fetch_err = |r: String| Error::Fetch {
         url: url.to_string(),
         reason: r,
@@ -71,6 +85,9 @@ pub fn attest_url(
     let mut verifier = RaTlsVerifier::new(policy.clone(), model_sha256);
     if let Some(t) = now {
         verifier = verifier.at(t);
+    }
+    if let Some(k) = &kds {
+        verifier = verifier.with_kds(k.clone());
     }
     let verifier = Arc::new(verifier);
     let config = Arc::new(verifier.clone().client_config()?);
@@ -145,12 +162,11 @@ pub fn attest_url(
         model_sha256,
         nonce_issued_at: Some(issued),
     };
-    let fresh = verify(
-        &bundle,
-        &exp,
-        policy,
-        now.unwrap_or_else(OffsetDateTime::now_utc),
-    );
+    let at = now.unwrap_or_else(OffsetDateTime::now_utc);
+    let fresh = match &kds {
+        Some(k) => verify_with_kds(&bundle, &exp, policy, at, k),
+        None => verify(&bundle, &exp, policy, at),
+    };
     Ok(OnlineAttestation {
         handshake,
         fresh,

@@ -282,6 +282,9 @@ impl Policy {
             &self.freshness.reattest_interval,
         )?;
         parse_duration("freshness.maxEvidenceAge", &self.freshness.max_evidence_age)?;
+        if let Some(u) = &self.collateral.amd_kds_url {
+            crate::kds::KdsClient::new(u)?;
+        }
         for (i, m) in self.deny_list.measurements.iter().enumerate() {
             check_hex(format!("denyList.measurements[{i}]"), m, 96)?;
         }

@@ -15,11 +15,12 @@ use time::OffsetDateTime;
 use crate::attester::Attester;
 use crate::error::{Error, Result};
 use crate::evidence::EvidenceBundle;
+use crate::kds::KdsClient;
 use crate::oids::{RA_TLS_EVIDENCE, RA_TLS_EVIDENCE_ARCS};
 use crate::policy::Policy;
 use crate::report_data::{ReportData, spki_sha256};
 use crate::verdict::Verdict;
-use crate::verify::{Expectations, verify};
+use crate::verify::{Expectations, verify, verify_with_kds};
 use crate::x509::parse_cert;
 
 /// A freshly issued RA-TLS certificate and its private key.
@@ -133,6 +134,17 @@ pub fn verify_ra_tls_cert(
     model_sha256: Option<[u8; 32]>,
     now: OffsetDateTime,
 ) -> Result<Verdict> {
+    verify_ra_tls_cert_with_kds(der, policy, model_sha256, now, None)
+}
+
+/// [`verify_ra_tls_cert`], fetching SEV-SNP certificates the bundle lacks from `kds`.
+pub fn verify_ra_tls_cert_with_kds(
+    der: &[u8],
+    policy: &Policy,
+    model_sha256: Option<[u8; 32]>,
+    now: OffsetDateTime,
+    kds: Option<&KdsClient>,
+) -> Result<Verdict> {
     let cert = parse_cert("RA-TLS", der)?;
     crate::x509::check_validity("RA-TLS", &cert, now)?;
     let (bundle, spki) = parse_ra_tls_cert(der)?;
@@ -142,7 +154,10 @@ pub fn verify_ra_tls_cert(
         model_sha256,
         nonce_issued_at: None,
     };
-    Ok(verify(&bundle, &exp, policy, now))
+    Ok(match kds {
+        Some(k) => verify_with_kds(&bundle, &exp, policy, now, k),
+        None => verify(&bundle, &exp, policy, now),
+    })
 }
 
 /// A rustls client verifier that accepts a server only if its RA-TLS evidence passes `policy`.
@@ -152,6 +167,7 @@ pub struct RaTlsVerifier {
     policy: Policy,
     model_sha256: Option<[u8; 32]>,
     fixed_now: Option<OffsetDateTime>,
+    kds: Option<Arc<KdsClient>>,
     provider: Arc<CryptoProvider>,
     last: Mutex<Option<Verdict>>,
 }
@@ -162,6 +178,7 @@ impl RaTlsVerifier {
             policy,
             model_sha256,
             fixed_now: None,
+            kds: None,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             last: Mutex::new(None),
         }
@@ -169,6 +186,11 @@ impl RaTlsVerifier {
     /// Verify at a fixed time instead of the handshake's clock (tests, stale evidence).
     pub fn at(mut self, now: OffsetDateTime) -> Self {
         self.fixed_now = Some(now);
+        self
+    }
+    /// Fetch SEV-SNP certificates the evidence lacks from AMD KDS.
+    pub fn with_kds(mut self, kds: Arc<KdsClient>) -> Self {
+        self.kds = Some(kds);
         self
     }
     pub fn last_verdict(&self) -> Option<Verdict> {
@@ -200,8 +222,14 @@ impl ServerCertVerifier for RaTlsVerifier {
             OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         });
-        let verdict = verify_ra_tls_cert(end_entity.as_ref(), &self.policy, self.model_sha256, t)
-            .map_err(|e| {
+        let verdict = verify_ra_tls_cert_with_kds(
+            end_entity.as_ref(),
+            &self.policy,
+            self.model_sha256,
+            t,
+            self.kds.as_deref(),
+        )
+        .map_err(|e| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(e),
             )))

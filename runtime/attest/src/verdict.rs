@@ -114,6 +114,7 @@ impl Verdict {
             "reportData.binding" => "ReportDataMismatch",
             "simulated.allowed" => "SimulatedNotAllowed",
             "evidence.age" => "EvidenceTooOld",
+            "snp.kds" => "CollateralUnavailable",
             _ if leaf.contains("signature") => "SignatureInvalid",
             _ if leaf.contains("chain") || leaf.contains("ark") || leaf.contains("root") => {
                 "CertificateChainInvalid"

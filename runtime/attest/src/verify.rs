@@ -239,6 +239,49 @@ pub fn verify(
     }
 }
 
+/// [`verify`], first completing an SEV-SNP bundle without a VCEK from AMD KDS (a bundle that
+/// carries its own certificates is verified as it is, with no network access). The fetch is reported as the check `snp.kds`; a failed
+/// fetch fails it, and the chain checks then fail for want of a certificate.
+pub fn verify_with_kds(
+    bundle: &EvidenceBundle,
+    expectations: &Expectations,
+    policy: &Policy,
+    now: OffsetDateTime,
+    kds: &crate::kds::KdsClient,
+) -> Verdict {
+    if bundle.kind != TeeKind::SevSnp || bundle.leaf_cert.is_some() {
+        return verify(bundle, expectations, policy, now);
+    }
+    let mut b = bundle.clone();
+    let expected = format!(
+        "certificates missing from the bundle fetched from {}",
+        kds.base_url()
+    );
+    let check = match kds.complete_bundle(&mut b) {
+        Ok(done) => {
+            let mut got = Vec::new();
+            if let Some((url, src)) = &done.vcek {
+                got.push(format!("VCEK from {} ({url})", src.as_str()));
+            }
+            if let Some((url, src)) = &done.chain {
+                got.push(format!("chain from {} ({url})", src.as_str()));
+            }
+            if let Some(e) = &done.chain_error {
+                got.push(format!("chain fetch failed, using the built-in one: {e}"));
+            }
+            Check::pass("snp.kds", expected, got.join("; "))
+        }
+        Err(e) => Check::fail("snp.kds", expected, e.to_string()),
+    };
+    let mut v = verify(&b, expectations, policy, now);
+    if check.failed() {
+        v.passed = false;
+        v.accepted = policy.enforcement == Enforcement::Audit;
+    }
+    v.checks.insert(0, check);
+    v
+}
+
 fn finish(
     kind: TeeKind,
     policy: &Policy,

@@ -5,10 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use power_attest::error::parse_hex;
+use power_attest::kds::KdsClient;
 use power_attest::tdx::TdxCollateral;
 use power_attest::{AttestationDocument, EvidenceBundle, Expectations, Policy, TeeKind, Verdict};
 use time::OffsetDateTime;
@@ -40,6 +42,13 @@ struct Cli {
     /// Machine-readable verdict.
     #[arg(long, global = true)]
     json: bool,
+    /// AMD KDS base URL for SEV-SNP certificates the evidence lacks; default: the policy's
+    /// collateral.amdKdsURL, else https://kdsintf.amd.com.
+    #[arg(long, global = true)]
+    kds_url: Option<String>,
+    /// Where fetched KDS certificates are cached; default $XDG_CACHE_HOME/a3s-power/kds.
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,9 +166,23 @@ fn run(cli: Cli) -> Result<bool> {
         None => None,
     };
     let model_sha256 = hex32("--model-sha256", cli.model_sha256.as_ref())?;
+    let mut kds = KdsClient::for_policy(&policy, cli.kds_url.as_deref()).context("--kds-url")?;
+    if let Some(dir) = cli
+        .cache_dir
+        .clone()
+        .or_else(power_attest::kds::default_cache_dir)
+    {
+        kds = kds.with_cache_dir(dir);
+    }
     if let Some(url) = &cli.url {
-        let r =
-            power_attest::online::attest_url(url, &policy, cli.model.as_deref(), model_sha256, at)?;
+        let r = power_attest::online::attest_url_with_kds(
+            url,
+            &policy,
+            cli.model.as_deref(),
+            model_sha256,
+            at,
+            Some(Arc::new(kds)),
+        )?;
         if cli.json {
             println!(
                 "{}",
@@ -197,11 +220,12 @@ fn run(cli: Cli) -> Result<bool> {
         model_sha256,
         nonce_issued_at: None,
     };
-    let v = power_attest::verify(
+    let v = power_attest::verify_with_kds(
         &b,
         &exp,
         &policy,
         at.unwrap_or_else(OffsetDateTime::now_utc),
+        &kds,
     );
     print(&v, cli.json)?;
     Ok(v.accepted)
