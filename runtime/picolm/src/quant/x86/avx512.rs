@@ -9,9 +9,9 @@
 //! * Q4_0, Q5_0, Q8_0 (two blocks per step): weights as signed bytes s (q - 8, q - 16, q), the
 //!   activations biased to unsigned (y + 128, prepared once per activation), one `vpdpbusd`
 //!   per 64 elements starting from -128·Σ s (computed once per weight step).
-//! * Q4_K, Q5_K, Q6_K: unsigned quants × activations with `vpmaddubsw` (i16 pairs, no
-//!   saturation: |q| < 64, |y| ≤ 127), then `vpdpwssd` against the sub-block scales spread
-//!   over i16 lanes; mins (Q4_K/Q5_K) and Q6_K's -32 offset through Q8_K's bsums.
+//! * Q4_K, Q5_K, Q6_K: unsigned quants × activations with `vpdpbusd` (sums of four products,
+//!   |sum| ≤ 4·63·127 < 2^15), two results packed to i16 and weighted by the sub-block scales
+//!   with one `vpdpwssd`; mins (Q4_K/Q5_K) and Q6_K's -32 offset through Q8_K's bsums.
 //!
 //! Every function here is compiled for `avx512f,avx512bw,avx512vl,avx512vnni` on top of the
 //! AVX2 set and must only be called once those features have been detected.
@@ -196,8 +196,8 @@ fn q5_0_pair(x0: &BlockQ5_0, x1: &BlockQ5_0) -> __m512i {
 }
 
 // ---------------------------------------------------------------------------------------------
-// K-quants: per 64 elements, vpmaddubsw (unsigned quants × activations, i16 pairs) and
-// vpdpwssd against the sub-block scales as i16 lanes.
+// K-quants: per 64 elements, vpdpbusd (unsigned quants × activations); pairs of results
+// packed to i16 and weighted by the sub-block scales with vpdpwssd.
 // ---------------------------------------------------------------------------------------------
 
 /// A Q8_K activation block in registers.
@@ -223,44 +223,62 @@ fn q8k_act(a: &BlockQ8K) -> Q8KAct {
     }
 }
 
-/// vpermw indices: for Q4_K/Q5_K chunk `c` (c < 4), i16 lane `i` takes scale `2c + i / 16`
-/// (lanes 0..16 are the maddubs pairs of sub-block 2c, 16..32 those of 2c + 1); row 4 takes
-/// min `j / 2` (from lane 8 on) for bsums `j`. For Q6_K group `g`, lane `i` takes scale
-/// `4g + i / 8`.
-static K4_IDX: [[u16; 32]; 5] = {
-    let mut t = [[0u16; 32]; 5];
+/// vpermw indices that spread sub-block scales over the i16 lanes of two packed `vpdpbusd`
+/// results. `vpdpbusd` of 64 elements gives 16 i32 lanes of four products each (|sum| ≤
+/// 4·63·127 < 2^15), and `vpackssdw(p0, p1)` puts, in each 128-bit lane L, four lanes of p0
+/// and then four of p1: i16 lane i = 8L + k comes from p0 (k < 4) or p1 (k ≥ 4), i32 lane
+/// 4L + k % 4.
+///
+/// Q4_K/Q5_K (rows 0, 1: chunk pair 2P, 2P + 1): p_c's lanes 0..8 are sub-block 2c, 8..16
+/// sub-block 2c + 1, so lane i takes scale 4P + 2·(k ≥ 4) + (L ≥ 2). Row 2 takes min `j / 2`
+/// (from lane 8 of the scale/min vector on) for bsums `j`.
+static K4_IDX: [[u16; 32]; 3] = {
+    let mut t = [[0u16; 32]; 3];
     let mut i = 0;
     while i < 32 {
-        let mut c = 0;
-        while c < 4 {
-            t[c][i] = (2 * c + i / 16) as u16;
-            c += 1;
-        }
-        t[4][i] = (8 + (i % 16) / 2) as u16;
+        let (l, k) = (i / 8, i % 8);
+        let sb = 2 * (k >= 4) as usize + (l >= 2) as usize;
+        t[0][i] = sb as u16;
+        t[1][i] = (4 + sb) as u16;
+        t[2][i] = (8 + (i % 16) / 2) as u16;
         i += 1;
     }
     t
 };
-static Q6_IDX: [[u16; 32]; 4] = {
-    let mut t = [[0u16; 32]; 4];
+/// Q6_K (groups 2P, 2P + 1 of 64 elements): p_g's lanes 4r..4r + 4 are sub-block 4g + r, so
+/// lane i takes scale 8P + 4·(k ≥ 4) + L.
+static Q6_IDX: [[u16; 32]; 2] = {
+    let mut t = [[0u16; 32]; 2];
     let mut i = 0;
     while i < 32 {
-        let mut g = 0;
-        while g < 4 {
-            t[g][i] = (4 * g + i / 8) as u16;
-            g += 1;
-        }
+        let (l, k) = (i / 8, i % 8);
+        let sb = 4 * (k >= 4) as usize + l;
+        t[0][i] = sb as u16;
+        t[1][i] = (8 + sb) as u16;
         i += 1;
     }
     t
 };
+
+/// Σ over four 64-element groups of quants `q` (unsigned, < 64) times activations `y`, each
+/// sub-block weighted by its scale: `vpdpbusd` per group, pairs of results packed to i16
+/// (exact, see [`K4_IDX`]), and one `vpdpwssd` per pair against `sc`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn scaled_dot4(q: &[__m512i; 4], y: &[__m512i; 4], sc: &[__m512i; 2], init: __m512i) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    let p = |g: usize| _mm512_dpbusd_epi32(zero, q[g], y[g]);
+    let lo = _mm512_packs_epi32(p(0), p(1));
+    let hi = _mm512_packs_epi32(p(2), p(3));
+    _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(init, lo, sc[0]), hi, sc[1])
+}
 
 /// A Q4_K or Q5_K block in registers: quants per 64-element chunk, each chunk's two scales
 /// spread over its i16 pair lanes, the mins per bsum, and the f16 scales.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct K4Dec {
     q: [__m512i; 4],
-    sc: [__m512i; 4],
+    sc: [__m512i; 2],
     mins: __m256i,
     d: __m512,
     dmin: __m512,
@@ -279,8 +297,8 @@ fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4De
     let dd = super::f16x2_bits([d[0], d[1], dmin[0], dmin[1]]);
     K4Dec {
         q,
-        sc: [perm(0), perm(1), perm(2), perm(3)],
-        mins: _mm512_castsi512_si256(perm(4)),
+        sc: [perm(0), perm(1)],
+        mins: _mm512_castsi512_si256(perm(2)),
         d: _mm512_broadcastss_ps(dd),
         dmin: _mm512_broadcastss_ps(_mm_movehdup_ps(dd)),
     }
@@ -289,11 +307,7 @@ fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4De
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: __m512) -> __m512 {
-    let mut sumi = _mm512_setzero_si512();
-    for c in 0..4 {
-        let p = _mm512_maddubs_epi16(w.q[c], a.y[c]);
-        sumi = _mm512_dpwssd_epi32(sumi, p, w.sc[c]);
-    }
+    let sumi = scaled_dot4(&w.q, &a.y, &w.sc, _mm512_setzero_si512());
     let summ = _mm256_madd_epi16(a.bsums, w.mins);
     let f = _mm512_fnmadd_ps(
         w.dmin,
@@ -392,7 +406,7 @@ kquant_tile!(Q5KT, BlockQ5K, q5k_decode, k4_dot, K4Dec);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Q6Dec {
     q: [__m512i; 4],
-    sc: [__m512i; 4],
+    sc: [__m512i; 2],
     off: __m256i,
     d: __m512,
 }
@@ -426,7 +440,7 @@ fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
     let dv = super::f16x2_bits([x.scales[14] as u8, x.scales[15] as u8, x.d[0], x.d[1]]);
     Q6Dec {
         q,
-        sc: [perm(0), perm(1), perm(2), perm(3)],
+        sc: [perm(0), perm(1)],
         off: _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(sc16)),
         d: _mm512_broadcastss_ps(_mm_movehdup_ps(dv)),
     }
@@ -437,11 +451,8 @@ fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
 fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: __m512) -> __m512 {
     // The quants are used unsigned; -32 · Σ_k scale_k · bsum_k takes the offset back off
     // (|32 · scale| ≤ 4096 fits an i16).
-    let mut sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(a.bsums, w.off));
-    for g in 0..4 {
-        let p = _mm512_maddubs_epi16(w.q[g], a.y[g]);
-        sumi = _mm512_dpwssd_epi32(sumi, p, w.sc[g]);
-    }
+    let off = _mm512_zextsi256_si512(_mm256_madd_epi16(a.bsums, w.off));
+    let sumi = scaled_dot4(&w.q, &a.y, &w.sc, off);
     _mm512_fmadd_ps(_mm512_mul_ps(w.d, a.d), _mm512_cvtepi32_ps(sumi), acc)
 }
 
