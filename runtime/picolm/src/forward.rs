@@ -483,6 +483,9 @@ impl Model {
         let kv_group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, layer) in self.layers.iter().enumerate() {
+            if self.layer_streaming {
+                self.prefetch_layer(l);
+            }
             // Attention block.
             rms_norm(
                 &s.x[..n * d],
@@ -625,11 +628,6 @@ impl Model {
             if self.layer_streaming {
                 for w in layer.weights() {
                     self.file.release(w.offset, w.size);
-                }
-                if let Some(next) = self.layers.get(l + 1) {
-                    for w in next.weights() {
-                        self.file.prefetch(w.offset, w.size);
-                    }
                 }
             }
         }

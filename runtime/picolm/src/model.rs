@@ -294,6 +294,18 @@ impl Model {
         self
     }
 
+    /// Map layer `l`'s weights before it runs (layer streaming): one `MADV_POPULATE_READ`
+    /// per matrix is cheaper than taking the page faults one by one inside the kernels.
+    /// (A background prefetch thread was tried and lost: on 2 cores it lags the compute and
+    /// re-maps layers that were already released.)
+    pub(crate) fn prefetch_layer(&self, l: usize) {
+        if let Some(layer) = self.layers.get(l) {
+            for w in layer.weights() {
+                self.file.prefetch(w.offset, w.size);
+            }
+        }
+    }
+
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
         let mut config = Config::from_metadata(file.metadata())?;
         let c = config.clone();
