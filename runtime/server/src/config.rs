@@ -247,11 +247,23 @@ impl Origin<'_> {
     fn at(&self, key: &str) -> String {
         let leaf = key.rsplit('.').next().unwrap_or(key);
         for (i, line) in self.src.lines().enumerate() {
-            let t = line.trim_start();
-            let t = t.strip_prefix('"').unwrap_or(t);
-            if let Some(rest) = t.strip_prefix(leaf) {
-                let rest = rest.strip_prefix('"').unwrap_or(rest).trim_start();
-                if rest.starts_with('=') || rest.starts_with('{') || rest.starts_with(':') {
+            let b = line.as_bytes();
+            for (at, _) in line.match_indices(leaf) {
+                let before = at.checked_sub(1).map(|k| b[k]);
+                if !matches!(before, None | Some(b' ' | b'\t' | b'{' | b'"' | b',')) {
+                    continue;
+                }
+                let rest = line[at + leaf.len()..]
+                    .strip_prefix('"')
+                    .unwrap_or(&line[at + leaf.len()..]);
+                let rest = rest.trim_start();
+                let head_ok = line[..at]
+                    .trim_matches(|c: char| c.is_whitespace() || c == '"')
+                    .is_empty()
+                    || line[..at].trim_end().ends_with(['{', ',']);
+                if head_ok
+                    && (rest.starts_with('=') || rest.starts_with('{') || rest.starts_with(':'))
+                {
                     return format!("{}:{}", self.file, i + 1);
                 }
             }
@@ -586,15 +598,17 @@ fn env_value(key: &str, raw: &str) -> Value {
             _ => Value::String(raw.to_string()),
         };
     }
-    if let Ok(n) = raw.parse::<u64>() {
-        if key != "keep_alive" && key != "host" && key != "model_signing_key" {
-            return Value::from(n);
-        }
+    if let Ok(n) = raw.parse::<u64>()
+        && key != "keep_alive"
+        && key != "host"
+        && key != "model_signing_key"
+    {
+        return Value::from(n);
     }
-    if key == "gpu_layers" {
-        if let Ok(n) = raw.parse::<i64>() {
-            return Value::from(n);
-        }
+    if key == "gpu_layers"
+        && let Ok(n) = raw.parse::<i64>()
+    {
+        return Value::from(n);
     }
     Value::String(raw.to_string())
 }
@@ -741,7 +755,7 @@ model "other" {
         );
         let e = err("tee_mode = \"yes\"\n");
         assert!(e.contains("`tee_mode`: expected true or false"), "{e}");
-        let e = err("x = 1\nkeep_alive = \"5 minutes\"\n");
+        let e = err("host = \"h\"\nkeep_alive = \"5 minutes\"\n");
         assert!(
             e.starts_with("cfg.hcl:2: `keep_alive`: expected a duration"),
             "{e}"

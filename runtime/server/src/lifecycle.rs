@@ -147,13 +147,13 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
             manifest.sha256
         )));
     }
-    if let Some(pin) = pin {
-        if *pin != manifest.sha256 {
-            return Err(fail(format!(
-                "sha256 {} differs from model_hashes pin {pin}",
-                manifest.sha256
-            )));
-        }
+    if let Some(pin) = pin
+        && *pin != manifest.sha256
+    {
+        return Err(fail(format!(
+            "sha256 {} differs from model_hashes pin {pin}",
+            manifest.sha256
+        )));
     }
     if let Some(k) = &cfg.model_signing_key {
         let key = power_attest::model_seal::parse_verifying_key("model_signing_key", k)?;

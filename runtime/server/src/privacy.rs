@@ -199,16 +199,31 @@ pub fn sanitize_error(msg: &str, redact: bool) -> String {
     if !redact {
         return msg.to_string();
     }
+    // Our own messages quote field and keyword names in backticks (`max_tokens`); those are
+    // kept. Anything else quoted may be client input and is replaced.
+    let is_ident = |q: &str| {
+        !q.is_empty()
+            && q.len() <= 40
+            && q.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && q.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c))
+    };
     let mut out = String::new();
     let mut in_quote: Option<char> = None;
+    let mut quoted = String::new();
     for c in msg.chars() {
         match in_quote {
             Some(q) if c == q => {
-                out.push_str(REDACTED);
+                if q == '`' && is_ident(&quoted) {
+                    out.push_str(&quoted);
+                } else {
+                    out.push_str(REDACTED);
+                }
+                quoted.clear();
                 out.push(c);
                 in_quote = None;
             }
-            Some(_) => {}
+            Some(_) => quoted.push(c),
             None if c == '"' || c == '`' => {
                 out.push(c);
                 in_quote = Some(c);

@@ -113,10 +113,10 @@ impl PullRegistry {
     fn save(&self, s: &PullStatus) {
         let p = self.status_path(&s.name);
         let tmp = p.with_extension("json.tmp");
-        if let Ok(b) = serde_json::to_vec_pretty(s) {
-            if std::fs::write(&tmp, b).is_ok() {
-                let _ = std::fs::rename(&tmp, &p);
-            }
+        if let Ok(b) = serde_json::to_vec_pretty(s)
+            && std::fs::write(&tmp, b).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &p);
         }
     }
 
@@ -129,12 +129,12 @@ impl PullRegistry {
             let Ok(b) = std::fs::read(e.path()) else {
                 continue;
             };
-            if let Ok(mut s) = serde_json::from_slice::<PullStatus>(&b) {
-                if s.status == "pulling" {
-                    s.status = "failed".into();
-                    s.error = Some("interrupted (server restarted); pull again to resume".into());
-                    self.save(&s);
-                }
+            if let Ok(mut s) = serde_json::from_slice::<PullStatus>(&b)
+                && s.status == "pulling"
+            {
+                s.status = "failed".into();
+                s.error = Some("interrupted (server restarted); pull again to resume".into());
+                self.save(&s);
             }
         }
     }
@@ -286,10 +286,10 @@ impl PullRegistry {
             name: req.name.clone(),
             reason: r,
         };
-        if !req.force {
-            if let Some(m) = self.store.get(&req.name)? {
-                return Ok(m);
-            }
+        if !req.force
+            && let Some(m) = self.store.get(&req.name)?
+        {
+            return Ok(m);
         }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -425,12 +425,12 @@ impl PullRegistry {
             }
         }
         w.flush().map_err(io)?;
-        if let Some(t) = total {
-            if done != t {
-                return Err(DownloadError::Retry(format!(
-                    "{url}: got {done} of {t} bytes"
-                )));
-            }
+        if let Some(t) = total
+            && done != t
+        {
+            return Err(DownloadError::Retry(format!(
+                "{url}: got {done} of {t} bytes"
+            )));
         }
         let _ = tx.send(PullEvent::Downloading {
             completed: done,

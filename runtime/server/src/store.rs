@@ -236,14 +236,14 @@ impl Store {
     ) -> Result<Manifest> {
         validate_name(name)?;
         let hex_digest = hex::encode(digest);
-        if let Some(pin) = pin {
-            if !pin.eq_ignore_ascii_case(&hex_digest) {
-                let _ = fs::remove_file(file);
-                return Err(Error::Verification {
-                    model: name.to_string(),
-                    reason: format!("SHA-256 mismatch: expected {pin}, got {hex_digest}"),
-                });
-            }
+        if let Some(pin) = pin
+            && !pin.eq_ignore_ascii_case(&hex_digest)
+        {
+            let _ = fs::remove_file(file);
+            return Err(Error::Verification {
+                model: name.to_string(),
+                reason: format!("SHA-256 mismatch: expected {pin}, got {hex_digest}"),
+            });
         }
         let format = match detect_format(file) {
             Ok(f) => f,
@@ -308,13 +308,13 @@ impl Store {
         validate_name(name)?;
         let format = detect_format(path)?;
         let digest = hex::encode(sha256_file(path)?);
-        if let Some(pin) = pin {
-            if !pin.eq_ignore_ascii_case(&digest) {
-                return Err(Error::Verification {
-                    model: name.to_string(),
-                    reason: format!("SHA-256 mismatch: expected {pin}, got {digest}"),
-                });
-            }
+        if let Some(pin) = pin
+            && !pin.eq_ignore_ascii_case(&digest)
+        {
+            return Err(Error::Verification {
+                model: name.to_string(),
+                reason: format!("SHA-256 mismatch: expected {pin}, got {digest}"),
+            });
         }
         let size = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
         let m = Manifest {

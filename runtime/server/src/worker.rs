@@ -205,11 +205,11 @@ fn run<E: BatchEngine>(mut engine: E, rx: std_mpsc::Receiver<Command>, metrics: 
         for ev in events {
             match ev {
                 StepEvent::Token { seq, token } => {
-                    if let Some(at) = started.get(&seq) {
-                        if !first_token.contains_key(&seq) {
-                            metrics.ttft.observe(at.elapsed().as_secs_f64());
-                            first_token.insert(seq, Instant::now());
-                        }
+                    if let Some(at) = started.get(&seq)
+                        && let std::collections::hash_map::Entry::Vacant(e) = first_token.entry(seq)
+                    {
+                        metrics.ttft.observe(at.elapsed().as_secs_f64());
+                        e.insert(Instant::now());
                     }
                     let alive = running
                         .get(&seq)
@@ -259,6 +259,7 @@ pub(crate) mod fake {
     #[derive(Debug, Default)]
     pub struct FakeEngine {
         pub slots: usize,
+        #[allow(clippy::type_complexity)]
         seqs: Vec<(SeqId, Vec<u32>, usize, usize, Vec<u32>, bool)>,
         next: SeqId,
         cancelled: Vec<SeqId>,

@@ -33,11 +33,11 @@ fn model(preset: &str, ty: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = bin().args(args).output().unwrap();
+    let out = bin().args(args).output().expect("run a3s-power");
     (
         out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
+        String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        String::from_utf8(out.stderr).expect("utf-8 stderr"),
     )
 }
 
@@ -163,6 +163,6 @@ fn inspect_describes_the_model() {
 
 fn tempdir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&d).expect("temp dir");
     d
 }

@@ -185,11 +185,13 @@ impl Matcher {
     }
 }
 
+/// (children sorted by byte, tokens ending here)
+type TrieNode = (Vec<(u8, u32)>, Vec<u32>);
+
 /// Every vocabulary token's bytes, in a trie, for one walk per sampling step.
 #[derive(Debug, Default)]
 pub struct TokenTrie {
-    /// (children sorted by byte, tokens ending here)
-    nodes: Vec<(Vec<(u8, u32)>, Vec<u32>)>,
+    nodes: Vec<TrieNode>,
     /// End-of-generation tokens: allowed exactly when the grammar is accepting.
     eog: Vec<u32>,
     n_vocab: usize,
@@ -250,8 +252,9 @@ impl TokenTrie {
         for &(b, child) in &self.nodes[node].0 {
             // Quick reject: no stack's next element takes this byte.
             if !stacks.iter().any(|s| {
-                s.last()
-                    .is_some_and(|&(r, a, p)| g.rules[r as usize][a as usize][p as usize].matches(b))
+                s.last().is_some_and(|&(r, a, p)| {
+                    g.rules[r as usize][a as usize][p as usize].matches(b)
+                })
             }) {
                 continue;
             }
@@ -326,6 +329,18 @@ impl GrammarProcessor {
     }
 }
 
+impl crate::engine::LogitsProcessor for GrammarProcessor {
+    fn process(&mut self, logits: &mut [f32]) {
+        GrammarProcessor::process(self, logits)
+    }
+    fn accept(&mut self, token: u32) {
+        GrammarProcessor::accept(self, token)
+    }
+    fn is_complete(&self) -> bool {
+        GrammarProcessor::is_complete(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,7 +352,10 @@ mod tests {
         let cs = g.reserve();
         g.set(cs, vec![vec![], vec![Elem::byte(b'c'), Elem::Rule(cs)]]);
         let a = g.literal(b"a");
-        let root = g.add(vec![vec![Elem::Rule(ab)], vec![Elem::Rule(a), Elem::Rule(cs)]]);
+        let root = g.add(vec![
+            vec![Elem::Rule(ab)],
+            vec![Elem::Rule(a), Elem::Rule(cs)],
+        ]);
         g.set_root(root);
         Arc::new(g)
     }

@@ -113,36 +113,50 @@ impl<'a> Compiler<'a> {
     /// A JSON string body byte: well-formed UTF-8 except `"`, `\` and controls, or an escape.
     fn string_char(&mut self) -> u32 {
         let cont = range(0x80, 0xBF);
-        let esc = self.g.add(vec![
-            vec![
-                Elem::byte(b'\\'),
-                Elem::Bytes(Box::new([
-                    (b'"', b'"'),
-                    (b'\\', b'\\'),
-                    (b'/', b'/'),
-                    (b'b', b'b'),
-                    (b'f', b'f'),
-                    (b'n', b'n'),
-                    (b'r', b'r'),
-                    (b't', b't'),
-                ])),
-            ],
-        ]);
+        let esc = self.g.add(vec![vec![
+            Elem::byte(b'\\'),
+            Elem::Bytes(Box::new([
+                (b'"', b'"'),
+                (b'\\', b'\\'),
+                (b'/', b'/'),
+                (b'b', b'b'),
+                (b'f', b'f'),
+                (b'n', b'n'),
+                (b'r', b'r'),
+                (b't', b't'),
+            ])),
+        ]]);
         self.g.add(vec![
-            vec![Elem::Bytes(Box::new([(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7E)]))],
+            vec![Elem::Bytes(Box::new([
+                (0x20, 0x21),
+                (0x23, 0x5B),
+                (0x5D, 0x7E),
+            ]))],
+            // Well-formed UTF-8 only (RFC 3629 table): no overlongs, surrogates or > U+10FFFF.
             vec![range(0xC2, 0xDF), cont.clone()],
-            vec![range(0xE0, 0xEF), cont.clone(), cont.clone()],
-            vec![range(0xF0, 0xF4), cont.clone(), cont.clone(), cont],
+            vec![Elem::byte(0xE0), range(0xA0, 0xBF), cont.clone()],
+            vec![range(0xE1, 0xEC), cont.clone(), cont.clone()],
+            vec![Elem::byte(0xED), range(0x80, 0x9F), cont.clone()],
+            vec![range(0xEE, 0xEF), cont.clone(), cont.clone()],
+            vec![
+                Elem::byte(0xF0),
+                range(0x90, 0xBF),
+                cont.clone(),
+                cont.clone(),
+            ],
+            vec![range(0xF1, 0xF3), cont.clone(), cont.clone(), cont.clone()],
+            vec![Elem::byte(0xF4), range(0x80, 0x8F), cont.clone(), cont],
             vec![Elem::Rule(esc)],
         ])
     }
 
     /// `"` char{min,max} `"`.
     fn string(&mut self, min: usize, max: usize) -> u32 {
-        if min == 0 && max == MAX_STRING {
-            if let Some(r) = self.string_any {
-                return r;
-            }
+        if min == 0
+            && max == MAX_STRING
+            && let Some(r) = self.string_any
+        {
+            return r;
         }
         let ch = self.string_char();
         // tail_k ::= "" | ch tail_{k-1}   (k chars at most)
@@ -186,11 +200,15 @@ impl<'a> Compiler<'a> {
     fn number(&mut self) -> u32 {
         let int = self.integer();
         let frac_digits = self.digits(MAX_FRAC_DIGITS, false);
-        let frac = self
-            .g
-            .add(vec![vec![], vec![Elem::byte(b'.'), Elem::Rule(frac_digits)]]);
+        let frac = self.g.add(vec![
+            vec![],
+            vec![Elem::byte(b'.'), Elem::Rule(frac_digits)],
+        ]);
         let exp_digits = self.digits(2, false);
-        let sign = self.g.add(vec![vec![], vec![Elem::Bytes(Box::new([(b'+', b'+'), (b'-', b'-')]))]]);
+        let sign = self.g.add(vec![
+            vec![],
+            vec![Elem::Bytes(Box::new([(b'+', b'+'), (b'-', b'-')]))],
+        ]);
         let exp = self.g.add(vec![
             vec![],
             vec![
@@ -199,8 +217,11 @@ impl<'a> Compiler<'a> {
                 Elem::Rule(exp_digits),
             ],
         ]);
-        self.g
-            .add(vec![vec![Elem::Rule(int), Elem::Rule(frac), Elem::Rule(exp)]])
+        self.g.add(vec![vec![
+            Elem::Rule(int),
+            Elem::Rule(frac),
+            Elem::Rule(exp),
+        ]])
     }
 
     /// `[` (item (`,` item){min-1..max-1})? `]`
@@ -212,7 +233,12 @@ impl<'a> Compiler<'a> {
         for _ in 0..optional_after_first {
             more = self.g.add(vec![
                 vec![],
-                vec![Elem::byte(b','), Elem::Rule(ws), Elem::Rule(item), Elem::Rule(more)],
+                vec![
+                    Elem::byte(b','),
+                    Elem::Rule(ws),
+                    Elem::Rule(item),
+                    Elem::Rule(more),
+                ],
             ]);
         }
         let mut required = vec![Elem::Rule(item)];
@@ -266,12 +292,22 @@ impl<'a> Compiler<'a> {
         for _ in 1..MAX_ITEMS {
             more = self.g.add(vec![
                 vec![],
-                vec![Elem::byte(b','), Elem::Rule(ws), Elem::Rule(member), Elem::Rule(more)],
+                vec![
+                    Elem::byte(b','),
+                    Elem::Rule(ws),
+                    Elem::Rule(member),
+                    Elem::Rule(more),
+                ],
             ]);
         }
         self.g.add(vec![
             vec![Elem::byte(b'{'), Elem::byte(b'}')],
-            vec![Elem::byte(b'{'), Elem::Rule(member), Elem::Rule(more), Elem::byte(b'}')],
+            vec![
+                Elem::byte(b'{'),
+                Elem::Rule(member),
+                Elem::Rule(more),
+                Elem::byte(b'}'),
+            ],
         ])
     }
 
@@ -280,7 +316,7 @@ impl<'a> Compiler<'a> {
         self.lit(&s)
     }
 
-    fn resolve<'s>(&self, r: &str, path: &str) -> Result<&'a Value, SchemaError> {
+    fn resolve(&self, r: &str, path: &str) -> Result<&'a Value, SchemaError> {
         let rest = r
             .strip_prefix("#/$defs/")
             .map(|n| ("$defs", n))
@@ -303,7 +339,12 @@ impl<'a> Compiler<'a> {
             Value::Bool(true) => return Ok(self.any_value(depth)),
             Value::Bool(false) => return Err(Compiler::err(path, "`false` admits no value")),
             Value::Object(o) => o,
-            _ => return Err(Compiler::err(path, "a schema must be an object or a boolean")),
+            _ => {
+                return Err(Compiler::err(
+                    path,
+                    "a schema must be an object or a boolean",
+                ));
+            }
         };
         if let Some(r) = obj.get("$ref") {
             let r = r
@@ -340,16 +381,22 @@ impl<'a> Compiler<'a> {
                 return Err(Compiler::err(path, format!("unsupported keyword `{k}`")));
             }
         }
-        if obj.get("additionalProperties").is_some_and(|a| a.is_object()) {
+        if obj
+            .get("additionalProperties")
+            .is_some_and(|a| a.is_object())
+        {
             return Err(Compiler::err(
                 path,
                 "additionalProperties with a schema is not supported",
             ));
         }
-        if let Some(f) = obj.get("format").and_then(Value::as_str) {
-            if !matches!(f, "") {
-                return Err(Compiler::err(path, format!("unsupported string format `{f}`")));
-            }
+        if let Some(f) = obj.get("format").and_then(Value::as_str)
+            && !f.is_empty()
+        {
+            return Err(Compiler::err(
+                path,
+                format!("unsupported string format `{f}`"),
+            ));
         }
         if let Some(c) = obj.get("const") {
             return Ok(self.literal_json(c));
@@ -557,7 +604,10 @@ mod tests {
         }))
         .expect("compiles");
         assert!(accepts(&g, r#"{"name": "bob"}"#));
-        assert!(accepts(&g, r#"{"name":"bob","age":-12,"tags":["a","b"],"ok":null}"#));
+        assert!(accepts(
+            &g,
+            r#"{"name":"bob","age":-12,"tags":["a","b"],"ok":null}"#
+        ));
         assert!(accepts(&g, r#"{"name": "", "ok": true}"#));
         assert!(!accepts(&g, r#"{"age": 1}"#), "name is required");
         assert!(!accepts(&g, r#"{"name": "toolong"}"#), "maxLength");
@@ -576,6 +626,19 @@ mod tests {
         assert!(!accepts(&g, r#"[1]"#));
         let mut m = Matcher::new(g);
         assert!(!m.accept_bytes(b"{\"\xff"), "invalid UTF-8 refused");
+        for bad in [
+            &b"\xf4\x90\x80\x80"[..],
+            b"\xf0\x80\x80\x80",
+            b"\xed\xa0\x80",
+            b"\xe0\x80\x80",
+            b"\xc0\x80",
+        ] {
+            let mut m = Matcher::new(compile_json_object());
+            assert!(m.accept_bytes(b"{\""));
+            assert!(!m.accept_bytes(bad), "{bad:?} is not UTF-8");
+        }
+        let mut m = Matcher::new(compile_json_object());
+        assert!(m.accept_bytes("{\"\u{10FFFF}\u{D7FF}\": 1}".as_bytes()) && m.is_accepting());
     }
 
     #[test]
@@ -588,10 +651,16 @@ mod tests {
         assert!(accepts(&g, r##"[{"hex": "#fff"}]"##));
         assert!(!accepts(&g, "[]"));
         let e = compile_schema(&json!({"type": "string", "pattern": "^a"})).expect_err("pattern");
-        assert!(e.to_string().contains("unsupported keyword `pattern`"), "{e}");
+        assert!(
+            e.to_string().contains("unsupported keyword `pattern`"),
+            "{e}"
+        );
         let e = compile_schema(&json!({"type": "integer", "minimum": 3})).expect_err("minimum");
         assert!(e.to_string().contains("`minimum`"), "{e}");
         assert!(compile_schema(&json!("x")).is_err());
-        assert!(compile_schema(&json!({"type": "object", "required": ["a"], "properties": {}})).is_err());
+        assert!(
+            compile_schema(&json!({"type": "object", "required": ["a"], "properties": {}}))
+                .is_err()
+        );
     }
 }

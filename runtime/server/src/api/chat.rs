@@ -111,7 +111,9 @@ fn messages(req: &mut ChatRequest) -> ApiResult<Vec<ChatMessage>> {
         };
         out.push(ChatMessage {
             role: role.to_string(),
-            content,
+            // A tool-calling assistant turn has no content; templates that concatenate
+            // `message['content']` need a string (llama.cpp does the same).
+            content: Some(content.unwrap_or_default()),
             name: m.name,
             tool_calls,
             tool_call_id: m.tool_call_id,
@@ -393,20 +395,20 @@ async fn complete_chat(
         reasoning_content: (!reasoning.is_empty()).then(|| reasoning.as_str().to_string()),
         tool_calls: None,
     };
-    if ctx.tool_mode != ToolMode::None {
-        if let Some((calls, rest)) = parse_tool_calls(content.as_str()) {
-            message.tool_calls = Some(
-                calls
-                    .into_iter()
-                    .map(|mut c| {
-                        c.index = None;
-                        c
-                    })
-                    .collect(),
-            );
-            message.content = (!rest.is_empty()).then_some(rest);
-            reason = "tool_calls";
-        }
+    if ctx.tool_mode != ToolMode::None
+        && let Some((calls, rest)) = parse_tool_calls(content.as_str())
+    {
+        message.tool_calls = Some(
+            calls
+                .into_iter()
+                .map(|mut c| {
+                    c.index = None;
+                    c
+                })
+                .collect(),
+        );
+        message.content = (!rest.is_empty()).then_some(rest);
+        reason = "tool_calls";
     }
     generate::pad(&ctx.st, run.started).await;
     generate::record(

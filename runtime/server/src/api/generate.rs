@@ -34,13 +34,12 @@ pub struct Knobs {
 }
 
 fn in_range(v: Option<f32>, lo: f32, hi: f32, name: &str) -> ApiResult<()> {
-    if let Some(x) = v {
-        if !(x.is_finite() && (lo..=hi).contains(&x)) {
-            return Err(
-                ApiError::bad_request(format!("`{name}` must be between {lo} and {hi}"))
-                    .param(name),
-            );
-        }
+    if let Some(x) = v
+        && !(x.is_finite() && (lo..=hi).contains(&x))
+    {
+        return Err(
+            ApiError::bad_request(format!("`{name}` must be between {lo} and {hi}")).param(name),
+        );
     }
     Ok(())
 }
@@ -54,19 +53,19 @@ impl Knobs {
         in_range(self.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
         in_range(self.presence_penalty, -2.0, 2.0, "presence_penalty")?;
         in_range(self.repeat_penalty, 0.0, 10.0, "repeat_penalty")?;
-        if let Some(n) = self.n {
-            if n != 1 {
-                return Err(ApiError::bad_request("only `n` = 1 is supported").param("n"));
-            }
+        if let Some(n) = self.n
+            && n != 1
+        {
+            return Err(ApiError::bad_request("only `n` = 1 is supported").param("n"));
         }
-        if let Some(m) = self.max_tokens {
-            if m == 0 || m > st.cfg.max_tokens_limit as u64 {
-                return Err(ApiError::bad_request(format!(
-                    "`max_tokens` must be between 1 and {}",
-                    st.cfg.max_tokens_limit
-                ))
-                .param("max_tokens"));
-            }
+        if let Some(m) = self.max_tokens
+            && (m == 0 || m > st.cfg.max_tokens_limit as u64)
+        {
+            return Err(ApiError::bad_request(format!(
+                "`max_tokens` must be between 1 and {}",
+                st.cfg.max_tokens_limit
+            ))
+            .param("max_tokens"));
         }
         if self.stop.len() > 4 || self.stop.iter().any(|s| s.len() > 256) {
             return Err(ApiError::bad_request(

@@ -142,19 +142,44 @@ async fn observe(State(st): State<SharedState>, mut req: Request, next: Next) ->
         ms = t0.elapsed().as_millis() as u64,
         "request"
     );
+    if st.redact() && resp.status().as_u16() >= 400 {
+        resp = sanitize_error_body(resp).await;
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
+/// With redaction on, error messages lose anything quoted (model names, values) that could echo
+/// request content.
+async fn sanitize_error_body(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return ApiError::internal("error body unavailable").into_response();
+    };
+    let out = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) => {
+            if let Some(m) = v.pointer_mut("/error/message")
+                && let Some(text) = m.as_str()
+            {
+                *m = serde_json::Value::String(crate::privacy::sanitize_error(text, true));
+            }
+            Bytes::from(v.to_string())
+        }
+        Err(_) => bytes,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
+}
+
 /// Token bucket + concurrency cap on `/v1/*`.
 async fn limits(State(st): State<SharedState>, req: Request, next: Next) -> Response {
-    if let Some(b) = &st.bucket {
-        if !b.try_take() {
-            st.metrics.rate_limited.with_label_values(&["rate"]).inc();
-            return ApiError::rate_limited("rate limit exceeded").into_response();
-        }
+    if let Some(b) = &st.bucket
+        && !b.try_take()
+    {
+        st.metrics.rate_limited.with_label_values(&["rate"]).inc();
+        return ApiError::rate_limited("rate limit exceeded").into_response();
     }
     let _permit = match &st.concurrency {
         Some(sem) => match sem.clone().try_acquire_owned() {
