@@ -1,5 +1,6 @@
 //! Guest-side evidence providers behind one [`Attester`] trait: configfs-tsm (SNP and TDX, with
-//! the SNP certificate table from the auxblob) and simulated. Auto-detected at start;
+//! the SNP certificate table from the auxblob), the `/dev/sev-guest` ioctl (SNP, through the `sev`
+//! crate) and simulated. Auto-detected at start in that order ([`Detection`]);
 //! `A3S_TEE_SIMULATE=1` forces simulation.
 
 use std::path::{Path, PathBuf};
@@ -254,17 +255,315 @@ pub fn parse_snp_cert_table(blob: &[u8]) -> Result<SnpCertTable> {
     ))
 }
 
-/// Pick the provider: `A3S_TEE_SIMULATE=1` → simulated; configfs-tsm when present; otherwise an
-/// error naming what was looked for (callers decide whether to fall back to simulation).
+/// The SEV guest device of the Linux `sev-guest` driver.
+pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
+
+/// One SNP_GET_EXT_REPORT request: the raw report and the host's certificate table (empty when
+/// the host supplies none). The real implementation is the ioctl; tests inject their own.
+pub trait SevGuestDevice: Send + Sync + std::fmt::Debug {
+    fn extended_report(&self, report_data: &[u8; 64], vmpl: u32)
+    -> Result<(Vec<u8>, SnpCertTable)>;
+}
+
+/// SEV-SNP evidence from `/dev/sev-guest`.
+#[derive(Debug)]
+pub struct SevGuestAttester {
+    device: Box<dyn SevGuestDevice>,
+    vmpl: u32,
+}
+
+impl SevGuestAttester {
+    /// Open the device at `path` (which must be [`SEV_GUEST_DEVICE`]: the `sev` crate opens that
+    /// path itself). Fails with [`Error::NoTee`] naming the path when it is absent or unusable.
+    pub fn open(path: &Path) -> Result<SevGuestAttester> {
+        if !path.exists() {
+            return Err(Error::NoTee(format!(
+                "{} does not exist: not an SEV-SNP guest (or the sev-guest driver is not loaded)",
+                path.display()
+            )));
+        }
+        if path != Path::new(SEV_GUEST_DEVICE) {
+            return Err(Error::NoTee(format!(
+                "{}: the SNP ioctl provider opens {SEV_GUEST_DEVICE} only",
+                path.display()
+            )));
+        }
+        Ok(SevGuestAttester::with_device(Box::new(
+            sev_ioctl::IoctlDevice::open()?,
+        )))
+    }
+    /// Use `device` (tests, or another transport), requesting reports at VMPL 0.
+    pub fn with_device(device: Box<dyn SevGuestDevice>) -> SevGuestAttester {
+        SevGuestAttester { device, vmpl: 0 }
+    }
+    /// Request reports at `vmpl` (0..=3) instead of 0.
+    pub fn at_vmpl(mut self, vmpl: u32) -> Self {
+        self.vmpl = vmpl;
+        self
+    }
+}
+
+impl Attester for SevGuestAttester {
+    fn kind(&self) -> TeeKind {
+        TeeKind::SevSnp
+    }
+    fn attest(&self, report_data: &[u8; 64]) -> Result<EvidenceBundle> {
+        let (report, certs) = self.device.extended_report(report_data, self.vmpl)?;
+        snp_bundle_from_device(report, certs, report_data)
+    }
+}
+
+/// The evidence bundle for a report and certificate table from the SEV guest device: the report
+/// must parse and bind `report_data`; the leaf is the certificate of the key that signed it
+/// (VCEK or VLEK), then ASK/ASVK and ARK when the host supplied them.
+pub fn snp_bundle_from_device(
+    report: Vec<u8>,
+    certs: SnpCertTable,
+    report_data: &[u8; 64],
+) -> Result<EvidenceBundle> {
+    let parsed = crate::snp::SnpReport::parse(&report)?;
+    if &parsed.report_data != report_data {
+        return Err(Error::malformed(
+            "SEV-SNP report",
+            0x50,
+            "REPORT_DATA differs from the requested report_data",
+        ));
+    }
+    let leaf = match parsed.signing_key {
+        crate::snp::SigningKey::Vcek => certs.vcek,
+        crate::snp::SigningKey::Vlek => certs.vlek,
+    };
+    let mut b = EvidenceBundle::new(TeeKind::SevSnp, report);
+    b.leaf_cert = leaf.filter(|c| !c.is_empty());
+    b.intermediate_cert = certs.ask.filter(|c| !c.is_empty());
+    b.root_cert = certs.ark.filter(|c| !c.is_empty());
+    Ok(b)
+}
+
+/// The ioctl itself (Linux with the `sev-guest` feature); elsewhere opening fails clearly.
+#[cfg(all(target_os = "linux", feature = "sev-guest"))]
+mod sev_ioctl {
+    use std::sync::Mutex;
+
+    use sev::firmware::guest::Firmware;
+    use sev::firmware::host::{CertTableEntry, CertType};
+
+    use super::{SEV_GUEST_DEVICE, SevGuestDevice, SnpCertTable};
+    use crate::error::{Error, Result};
+
+    #[derive(Debug)]
+    pub(super) struct IoctlDevice(Mutex<Firmware>);
+
+    impl IoctlDevice {
+        pub(super) fn open() -> Result<IoctlDevice> {
+            Firmware::open()
+                .map(|f| IoctlDevice(Mutex::new(f)))
+                .map_err(|e| Error::NoTee(format!("opening {SEV_GUEST_DEVICE}: {e}")))
+        }
+    }
+
+    impl SevGuestDevice for IoctlDevice {
+        fn extended_report(
+            &self,
+            report_data: &[u8; 64],
+            vmpl: u32,
+        ) -> Result<(Vec<u8>, SnpCertTable)> {
+            let mut fw = self
+                .0
+                .lock()
+                .map_err(|_| Error::NoTee(format!("{SEV_GUEST_DEVICE}: lock poisoned")))?;
+            match fw.get_ext_report(None, Some(*report_data), Some(vmpl)) {
+                Ok((report, certs)) => Ok((report, cert_table(certs.as_deref().unwrap_or(&[])))),
+                // Some hosts refuse the extended request; the plain report still verifies with
+                // certificates from KDS.
+                Err(ext) => fw
+                    .get_report(None, Some(*report_data), Some(vmpl))
+                    .map(|r| (r, SnpCertTable::default()))
+                    .map_err(|e| {
+                        Error::NoTee(format!(
+                            "{SEV_GUEST_DEVICE}: SNP_GET_EXT_REPORT failed ({ext}), \
+                             SNP_GET_REPORT failed ({e})"
+                        ))
+                    }),
+            }
+        }
+    }
+
+    /// Our certificate table from the `sev` crate's entries (CRLs and unknown GUIDs dropped).
+    pub(crate) fn cert_table(entries: &[CertTableEntry]) -> SnpCertTable {
+        let mut t = SnpCertTable::default();
+        for e in entries {
+            let slot = match e.cert_type {
+                CertType::VCEK => &mut t.vcek,
+                CertType::VLEK => &mut t.vlek,
+                CertType::ASK => &mut t.ask,
+                CertType::ARK => &mut t.ark,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(e.data.clone());
+            }
+        }
+        t
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sev_cert_entries_map_to_the_table() {
+            let t = cert_table(&[
+                CertTableEntry::new(CertType::ARK, vec![4]),
+                CertTableEntry::new(CertType::VCEK, vec![1]),
+                CertTableEntry::new(CertType::CRL, vec![9]),
+                CertTableEntry::new(CertType::ASK, vec![3]),
+                CertTableEntry::new(CertType::VCEK, vec![7]),
+            ]);
+            assert_eq!(
+                t,
+                SnpCertTable {
+                    vcek: Some(vec![1]),
+                    vlek: None,
+                    ask: Some(vec![3]),
+                    ark: Some(vec![4]),
+                }
+            );
+            assert_eq!(cert_table(&[]), SnpCertTable::default());
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", feature = "sev-guest")))]
+mod sev_ioctl {
+    use super::SEV_GUEST_DEVICE;
+    use crate::error::{Error, Result};
+
+    #[derive(Debug)]
+    pub(super) struct IoctlDevice;
+
+    impl IoctlDevice {
+        pub(super) fn open() -> Result<IoctlDevice> {
+            Err(Error::NoTee(format!(
+                "{SEV_GUEST_DEVICE}: built without the sev-guest feature (Linux only)"
+            )))
+        }
+    }
+
+    impl super::SevGuestDevice for IoctlDevice {
+        fn extended_report(&self, _: &[u8; 64], _: u32) -> Result<(Vec<u8>, super::SnpCertTable)> {
+            Err(Error::NoTee(format!("{SEV_GUEST_DEVICE}: unsupported")))
+        }
+    }
+}
+
+/// A provider detection can pick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    ConfigfsTsm(PathBuf),
+    SevGuest(PathBuf),
+    Simulated,
+}
+
+/// Provider auto-detection: configfs-tsm, then `/dev/sev-guest`, then simulated evidence when
+/// allowed; forced simulation (`A3S_TEE_SIMULATE=1`) skips the hardware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub tsm_root: PathBuf,
+    pub sev_guest_device: PathBuf,
+    /// Use simulated evidence whatever the hardware.
+    pub force_simulated: bool,
+    /// Fall back to simulated evidence when no TEE is found.
+    pub allow_simulated: bool,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            tsm_root: PathBuf::from(TSM_ROOT),
+            sev_guest_device: PathBuf::from(SEV_GUEST_DEVICE),
+            force_simulated: false,
+            allow_simulated: false,
+        }
+    }
+}
+
+/// `A3S_TEE_SIMULATE` is `1` or `true`.
+pub fn simulate_from_env() -> bool {
+    std::env::var("A3S_TEE_SIMULATE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+impl Detection {
+    /// The default paths, with `force_simulated` from `A3S_TEE_SIMULATE`.
+    pub fn from_env() -> Detection {
+        Detection {
+            force_simulated: simulate_from_env(),
+            ..Detection::default()
+        }
+    }
+
+    /// The providers present, in the order they are tried.
+    pub fn candidates(&self) -> Vec<Provider> {
+        if self.force_simulated {
+            return vec![Provider::Simulated];
+        }
+        let mut v = Vec::new();
+        if self.tsm_root.is_dir() {
+            v.push(Provider::ConfigfsTsm(self.tsm_root.clone()));
+        }
+        if self.sev_guest_device.exists() {
+            v.push(Provider::SevGuest(self.sev_guest_device.clone()));
+        }
+        if self.allow_simulated {
+            v.push(Provider::Simulated);
+        }
+        v
+    }
+
+    /// Open the first candidate that works.
+    pub fn open(&self) -> Result<Box<dyn Attester>> {
+        self.open_with(|p| Ok(Box::new(SevGuestAttester::open(p)?)))
+    }
+
+    /// [`Detection::open`] with the `/dev/sev-guest` opener injected (tests).
+    pub fn open_with(
+        &self,
+        open_sev_guest: impl Fn(&Path) -> Result<Box<dyn Attester>>,
+    ) -> Result<Box<dyn Attester>> {
+        let mut errors = Vec::new();
+        for c in self.candidates() {
+            let r: Result<Box<dyn Attester>> = match &c {
+                Provider::ConfigfsTsm(root) => {
+                    TsmAttester::probe(root).map(|a| Box::new(a) as Box<dyn Attester>)
+                }
+                Provider::SevGuest(dev) => open_sev_guest(dev),
+                Provider::Simulated => {
+                    SimulatedAttester::new().map(|a| Box::new(a) as Box<dyn Attester>)
+                }
+            };
+            match r {
+                Ok(a) => return Ok(a),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let tried = if errors.is_empty() {
+            format!(
+                "no {} (configfs-tsm) and no {} in this guest",
+                self.tsm_root.display(),
+                self.sev_guest_device.display()
+            )
+        } else {
+            errors.join("; ")
+        };
+        Err(Error::NoTee(format!(
+            "{tried}; set A3S_TEE_SIMULATE=1 for simulated evidence"
+        )))
+    }
+}
+
+/// Pick the provider with [`Detection::from_env`]: `A3S_TEE_SIMULATE=1` → simulated; else
+/// configfs-tsm, then `/dev/sev-guest`; otherwise an error naming what was looked for (callers
+/// decide whether to fall back to simulation).
 pub fn detect() -> Result<Box<dyn Attester>> {
-    if std::env::var("A3S_TEE_SIMULATE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        return Ok(Box::new(SimulatedAttester::new()?));
-    }
-    let root = Path::new(TSM_ROOT);
-    if root.is_dir() {
-        return Ok(Box::new(TsmAttester::probe(root)?));
-    }
-    Err(Error::NoTee(format!(
-        "no {TSM_ROOT} (configfs-tsm) in this guest; set A3S_TEE_SIMULATE=1 for simulated evidence"
-    )))
+    Detection::from_env().open()
 }
