@@ -59,6 +59,13 @@ pub enum Error {
     /// Fetching collateral or evidence over the network failed.
     #[error("fetch {url}: {reason}")]
     Fetch { url: String, reason: String },
+    /// An RA-TLS server's certificate evidence failed the policy: the handshake was aborted.
+    /// The verdict says which checks failed.
+    #[error("{url}: RA-TLS handshake refused: {}", verdict.message())]
+    Refused {
+        url: String,
+        verdict: Box<crate::verdict::Verdict>,
+    },
     /// An I/O error with the path it concerns.
     #[error("{path}: {source}")]
     Io {

@@ -120,10 +120,13 @@ pub fn attest_url_with_kds(
     let hs = tls.write_all(req.as_bytes());
     let handshake = verifier.last_verdict();
     if let Err(e) = hs {
-        return Err(fetch_err(match handshake {
-            Some(v) => format!("RA-TLS handshake refused: {}", v.message()),
-            None => format!("TLS: {e}"),
-        }));
+        return Err(match handshake {
+            Some(v) if !v.accepted => Error::Refused {
+                url: url.to_string(),
+                verdict: Box::new(v),
+            },
+            _ => fetch_err(format!("TLS: {e}")),
+        });
     }
     let handshake = handshake.ok_or_else(|| fetch_err("handshake produced no verdict".into()))?;
     let peer = tls

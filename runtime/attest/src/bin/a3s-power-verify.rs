@@ -175,14 +175,33 @@ fn run(cli: Cli) -> Result<bool> {
         kds = kds.with_cache_dir(dir);
     }
     if let Some(url) = &cli.url {
-        let r = power_attest::online::attest_url_with_kds(
+        let r = match power_attest::online::attest_url_with_kds(
             url,
             &policy,
             cli.model.as_deref(),
             model_sha256,
             at,
             Some(Arc::new(kds)),
-        )?;
+        ) {
+            Ok(r) => r,
+            // The certificate evidence failed the policy: a verdict, not a usage error.
+            Err(power_attest::Error::Refused { verdict, .. }) => {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"handshake": verdict, "fresh": null})
+                        )?
+                    );
+                } else {
+                    println!("== RA-TLS certificate evidence (during the handshake)");
+                    print(&verdict, false)?;
+                    println!("== handshake refused: no fresh evidence requested");
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if cli.json {
             println!(
                 "{}",
