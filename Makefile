@@ -10,7 +10,7 @@ DEMO_MODEL := $(MODELS)/tiny-qwen2-q4_k_m.gguf
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export PICOLM_BIN := $(TARGET_DIR)/release/a3s-power
 
-.PHONY: setup build demo test lint unit oracle bench-smoke bench e2e-machinery server-tests clean-models
+.PHONY: setup build demo test lint unit oracle bench-smoke bench e2e-machinery server-tests operator-checks clean-models
 
 ## Install what a fresh machine lacks (Python packages for the generator and the oracle).
 setup:
@@ -41,7 +41,7 @@ oracle: setup
 	PICOLM_TEST_MODELS=$(MODELS) PICOLM_ORACLE_DIR=$(CACHE)/oracle-live $(CARGO) test -p picolm --test oracle -- --nocapture
 
 ## Everything CI runs.
-test: setup lint unit oracle bench-smoke e2e-machinery server-tests
+test: setup lint unit oracle bench-smoke e2e-machinery server-tests operator-checks
 
 ## A short benchmark run: checks the harness works and prints ratios; never fails on speed.
 bench-smoke: setup build
@@ -63,3 +63,9 @@ server-tests: setup
 	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q8_0 --out $(MODELS) >/dev/null
 	$(CARGO) build -p a3s-power
 	PICOLM_TEST_MODELS=$(MODELS) $(PYTHON) -m pytest -q runtime/server/tests/python
+
+## CRD YAML up to date, chart lints and renders (helm from e2e/), CRDs' CEL rules against a real API server.
+operator-checks:
+	$(CARGO) run -q -p power-crds --bin crdgen -- --check
+	H=$$(e2e/build-k8s-bins.sh)/helm && $$H lint --strict charts/a3s-power-operator && $$H template t charts/a3s-power-operator >/dev/null
+	$(CARGO) build -q -p power-e2e-kubelet && e2e/with-cluster.sh -- crds/tests/apiserver.sh
