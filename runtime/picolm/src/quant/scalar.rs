@@ -269,7 +269,7 @@ fn q8_block(x: &[f32], qs: &mut [i8; 32]) -> f32 {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for (q, &v) in qs.iter_mut().zip(x) {
         // |v * id| <= 127 (+ rounding), so the saturating cast only matters for NaN (→ 0).
-        *q = (v * id).round_ties_even() as i8;
+        *q = round_half_even(v * id) as i8;
     }
     d
 }
@@ -309,7 +309,7 @@ pub(crate) fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = (round_half_even(iscale * v) as i32).min(127) as i8;
         }
         for j in 0..QK_K / 16 {
             let s: i32 = b.qs[16 * j..16 * j + 16]
@@ -539,5 +539,47 @@ pub(crate) fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
 pub(crate) fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[f16]) {
     for (a, &x) in acc.iter_mut().zip(x) {
         *a = alpha.mul_add(x.to_f32(), *a);
+    }
+}
+
+/// `x.round_ties_even()` for |x| < 2^22 without a libm call (`rintf` was 8 % of prefill): adding
+/// and subtracting 1.5·2^23 leaves the nearest integer, ties to even, in default rounding
+/// mode — the trick llama.cpp's `nearest_int` uses. Activations here are scaled to |x| ≤ 128;
+/// NaN stays NaN (and casts to 0).
+#[inline(always)]
+fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::round_half_even;
+
+    #[test]
+    fn magic_rounding_equals_round_ties_even() {
+        let mut x = -300.0f32;
+        while x <= 300.0 {
+            for v in [
+                x,
+                x + 0.5,
+                x - 0.5,
+                f32::from_bits(x.to_bits() + 1),
+                f32::from_bits(x.to_bits().wrapping_sub(1)),
+            ] {
+                if !v.is_nan() {
+                    assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+                }
+            }
+            x += 0.25;
+        }
+        for v in [0.0, -0.0, 1e-30, 4_194_303.5, 5e6, -5e6, f32::INFINITY] {
+            assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
     }
 }
