@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 /// Whether failures block (Enforce) or are only reported (Audit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Enforcement {
     #[default]
     Enforce,
@@ -17,6 +18,7 @@ pub enum Enforcement {
 
 /// `AttestationPolicy.spec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
@@ -38,6 +40,7 @@ pub struct Policy {
 /// One complete set of reference values. Only the section matching the evidence's TEE is used;
 /// a set without that section does not match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReferenceValueSet {
     /// Optional name shown in verdicts; defaults to the set's index.
@@ -52,6 +55,7 @@ pub struct ReferenceValueSet {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SnpReferenceValues {
     /// Allowed launch measurements (96 hex characters each). Must not be empty.
@@ -74,6 +78,7 @@ pub struct SnpReferenceValues {
 
 /// Minimum SPL values; each component of COMMITTED_TCB and LAUNCH_TCB must be ≥.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MinimumTcb {
     #[serde(default)]
@@ -91,6 +96,7 @@ pub struct MinimumTcb {
 
 /// What the guest policy may allow. `debug: true` *permits* a debug guest; default false.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestPolicyRequirements {
     #[serde(default)]
@@ -100,6 +106,7 @@ pub struct GuestPolicyRequirements {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TdxReferenceValues {
     /// Allowed MRTD values (96 hex). Must not be empty.
@@ -118,6 +125,7 @@ pub struct TdxReferenceValues {
 
 /// Allowed values per RTMR; an empty list accepts any value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RtmrReferenceValues {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -133,6 +141,7 @@ pub struct RtmrReferenceValues {
 /// `debug: true` permits a debug TD (default false); `septVeDisable: true` (the default)
 /// requires SEPT_VE_DISABLE to be set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TdAttributesRequirements {
     #[serde(default)]
@@ -155,6 +164,7 @@ impl Default for TdAttributesRequirements {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulatedReferenceValues {
     /// Allowed simulated measurements (96 hex). Must not be empty.
@@ -162,6 +172,7 @@ pub struct SimulatedReferenceValues {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Freshness {
     /// e.g. "5m".
@@ -189,6 +200,7 @@ impl Default for Freshness {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollateralSources {
     #[serde(default, rename = "amdKdsURL", skip_serializing_if = "Option::is_none")]
@@ -202,6 +214,7 @@ pub struct CollateralSources {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DenyList {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -377,5 +390,26 @@ impl Policy {
             &self.freshness.reattest_interval,
         )
         .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+#[cfg(all(test, feature = "schemars"))]
+#[allow(clippy::unwrap_used)]
+mod schema_tests {
+    #[test]
+    fn policy_schema_uses_the_wire_names() {
+        let schema = serde_json::to_string(&schemars::schema_for!(super::Policy)).unwrap();
+        for name in [
+            "referenceValueSets",
+            "allowSimulated",
+            "amdKdsURL",
+            "minimumTCB",
+            "chipIDs",
+            "maxEvidenceAge",
+            "mrTd",
+            "Enforce",
+        ] {
+            assert!(schema.contains(&format!("\"{name}\"")), "{name}: {schema}");
+        }
     }
 }
