@@ -404,7 +404,8 @@ impl Engine {
             }
         }
         // Remove from the back so indices stay valid.
-        self.done.sort_unstable_by_key(|&(si, _)| std::cmp::Reverse(si));
+        self.done
+            .sort_unstable_by_key(|&(si, _)| std::cmp::Reverse(si));
         for k in 0..self.done.len() {
             let (si, reason) = self.done[k];
             self.finish(si, reason, events);
