@@ -816,7 +816,7 @@ pub(crate) mod test_writer {
                 offsets.push(off);
                 off = (off + data.len() as u64).div_ceil(align) * align;
             }
-            while out.len() as u64 % align != 0 {
+            while !(out.len() as u64).is_multiple_of(align) {
                 out.push(0);
             }
             let base = out.len();

@@ -1,6 +1,8 @@
 //! Steady-state decoding allocates nothing: a counting global allocator watches every thread
 //! while the engine decodes, after a warm-up that sizes its buffers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::Arc;

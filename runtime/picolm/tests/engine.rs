@@ -1,6 +1,8 @@
 //! The multi-sequence engine: batched decoding must give exactly what decoding each sequence
 //! alone gives, prefixes are reused, and every way a sequence ends is reported.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;

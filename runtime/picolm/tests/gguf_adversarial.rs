@@ -3,6 +3,8 @@
 //! an `Err` with a message; a panic fails the test. This is the stable-toolchain companion of
 //! the `gguf_header` cargo-fuzz target, run in CI.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
 use std::path::Path;
 
 use picolm::gguf::GgufHeader;

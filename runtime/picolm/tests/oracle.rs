@@ -24,6 +24,8 @@
 //! `PICOLM_ORACLE_DIR` points the test at fresh llama.cpp outputs instead of the checked-in
 //! ones (CI does this after running tools/oracle.py); `PICOLM_TEST_MODELS` at a model cache.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! file size. Each mode runs in a fresh child process (this test binary re-executed), so its
 //! peak RSS (VmHWM) is its own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
