@@ -14,7 +14,7 @@ export PICOLM_BIN := $(TARGET_DIR)/release/a3s-power
 
 ## Install what a fresh machine lacks (Python packages for the generator and the oracle).
 setup:
-	@$(PYTHON) -c "import gguf, numpy, llama_cpp, jinja2, pytest" 2>/dev/null || \
+	@$(PYTHON) -c "import gguf, numpy, llama_cpp, jinja2, pytest, openai, jsonschema" 2>/dev/null || \
 	  CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=ON}" $(PYTHON) -m pip install --quiet -r tools/requirements.txt
 	@$(CARGO) --version >/dev/null
 
