@@ -16,7 +16,7 @@ import openai
 import pytest
 
 ROOT = Path(__file__).resolve().parents[4]
-BIN = Path(os.environ.get("A3S_POWER_BIN", ROOT / "target" / "debug" / "a3s-power"))
+BIN = Path(os.environ.get("A3S_POWER_BIN") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug" / "a3s-power")
 MODELS = Path(os.environ.get("PICOLM_TEST_MODELS", Path.home() / ".cache" / "a3s-power" / "models"))
 MODEL = MODELS / "tiny-qwen2-q8_0.gguf"
 CANARY = "CANARY-7f3a9c2e-SECRET"
