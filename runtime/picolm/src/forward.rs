@@ -169,6 +169,8 @@ pub struct Scratch {
     row_cache: Vec<u32>,
     row_pos: Vec<u32>,
     head: Vec<f32>,
+    /// Context the workers' attention buffers are sized for.
+    attn_ctx: usize,
 }
 
 impl Drop for Scratch {
@@ -459,6 +461,17 @@ impl Model {
             max_pos = max_pos.max(caches[e.cache].n_ctx);
         }
         s.rope.ensure(c, max_pos);
+        if s.attn_ctx < max_pos {
+            // Size every worker's attention buffers now, not lazily on the first task a
+            // worker happens to steal (which would allocate mid-decode).
+            rayon::broadcast(|_| {
+                ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
+                    grow(scores, max_pos);
+                    grow(qh, hd);
+                })
+            });
+            s.attn_ctx = max_pos;
+        }
 
         // Token embeddings: dequantize the rows.
         let emb = self.tok_embd.bytes(file);
