@@ -61,7 +61,7 @@ clean-models:
 ## a3s-power serve against the official openai client (chat, streaming, tools, json_schema, errors, canary, load).
 server-tests: setup
 	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q8_0 --out $(MODELS) >/dev/null
-	$(CARGO) build -p a3s-power
+	$(CARGO) build -p a3s-power -p power-attest
 	PICOLM_TEST_MODELS=$(MODELS) $(PYTHON) -m pytest -q runtime/server/tests/python
 
 ## CRD YAML up to date, chart lints and renders (helm from e2e/), CRDs' CEL rules against a real API server.

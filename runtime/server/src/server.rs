@@ -120,6 +120,19 @@ pub fn spawn_reaper(st: SharedState) {
     });
 }
 
+/// The model digest an RA-TLS certificate binds (DESIGN §3.2): the served model's when the
+/// server holds exactly one (a pod of the operator serves one model), zeros otherwise — the
+/// per-request `/v1/attestation?model=` evidence binds a model in every case.
+fn served_model_digest(st: &SharedState) -> [u8; 32] {
+    match st.store.list() {
+        Ok(models) if models.len() == 1 => hex::decode(&models[0].sha256)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .unwrap_or([0; 32]),
+        _ => [0; 32],
+    }
+}
+
 /// Certificate lifetime of the TLS listener; rotated at three quarters.
 pub const CERT_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -133,7 +146,12 @@ fn tls_config(
             .attester
             .as_ref()
             .ok_or_else(|| Error::Other("ra_tls needs an attester".into()))?;
-        let c = power_attest::ratls::issue(attester.as_ref(), [0; 32], CERT_LIFETIME, now)?;
+        let c = power_attest::ratls::issue(
+            attester.as_ref(),
+            served_model_digest(st),
+            CERT_LIFETIME,
+            now,
+        )?;
         st.metrics
             .attestations
             .with_label_values(&[attester.kind().as_str(), "ok"])

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +33,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, tmp, extra=""):
+    def __init__(self, tmp, extra="", env_extra=None):
         if not BIN.exists():
             pytest.fail(f"{BIN} missing: cargo build -p a3s-power")
         if not MODEL.exists():
@@ -46,7 +47,7 @@ class Server:
             f'model "tiny" {{\n  path = "{MODEL}"\n}}\n{extra}'
         )
         self.log = tmp / "server.log"
-        env = dict(os.environ, A3S_POWER_HOME=str(tmp), A3S_POWER_LOG="debug")
+        env = dict(os.environ, A3S_POWER_HOME=str(tmp), A3S_POWER_LOG="debug", **(env_extra or {}))
         self.proc = subprocess.Popen([str(BIN), "serve"], stdout=open(self.log, "w"),
                                      stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -347,3 +348,54 @@ def test_auth_rate_limit_and_attestation(tmp_path):
         assert 429 in codes and 200 in codes
     finally:
         s.stop()
+
+
+VERIFY = BIN.parent / "a3s-power-verify"
+
+
+def _policy(path, measurement):
+    path.write_text(json.dumps({
+        "allowSimulated": True,
+        "referenceValueSets": [{"name": "dev", "simulated": {"measurements": [measurement]}}],
+    }))
+    return path
+
+
+def test_ra_tls_attestation_verifies_end_to_end(tmp_path):
+    """`a3s-power serve` with simulated TEE evidence on an RA-TLS port, checked by the real
+    `a3s-power-verify --url`: fresh nonce, handshake, /v1/attestation, every check."""
+    if not VERIFY.exists():
+        pytest.fail(f"{VERIFY} missing: cargo build -p power-attest")
+    tls = free_port()
+    srv = Server(tmp_path, extra=f"tls_port = {tls}\nra_tls = true\n", env_extra={"A3S_TEE_SIMULATE": "1"})
+    try:
+        # The simulated measurement defaults to SHA-384 of the running executable.
+        measurement = hashlib.sha384(BIN.read_bytes()).hexdigest()
+        digest = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+        for _ in range(100):  # the TLS listener starts alongside the HTTP one
+            try:
+                socket.create_connection(("127.0.0.1", tls), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        args = [str(VERIFY), "--url", f"https://127.0.0.1:{tls}", "--model", "tiny", "--model-sha256", digest]
+        ok = subprocess.run(args + ["--policy", str(_policy(tmp_path / "ok.json", measurement))],
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        for check in ["reportData.binding", "reportData.model", "snp.signature", "refset[dev].simulated.measurement"]:
+            assert f"PASS  {check}" in ok.stdout, ok.stdout
+        bad = subprocess.run(args + ["--policy", str(_policy(tmp_path / "bad.json", "ab" * 48))],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert "FAIL" in bad.stdout
+        # The plain port serves the same evidence document for a caller's nonce.
+        nonce = "11" * 32
+        with urllib.request.urlopen(f"{srv.url}/v1/attestation?nonce={nonce}&model=tiny", timeout=30) as r:
+            doc = json.loads(r.read())
+        assert r.status == 200 and doc
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{srv.url}/v1/attestation?nonce=zz", timeout=30)
+        assert e.value.code == 400
+    finally:
+        srv.stop()
+
