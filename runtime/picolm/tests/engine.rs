@@ -3,32 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
+
+mod support;
 
 use picolm::engine::{Engine, EngineConfig, FinishReason, SequenceRequest, StepEvent};
 use picolm::tokenizer::Tokenizer;
 use picolm::{GgufFile, Model, SamplingParams, Session};
 
 fn model(preset: &str, ty: &str) -> (Arc<Model>, Tokenizer) {
-    let dir = std::env::var_os("PICOLM_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"));
-    let path = dir.join(format!("{preset}-{ty}.gguf"));
-    if !path.exists() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ok = Command::new("python3")
-            .arg(root.join("tools/gen-model.py"))
-            .args(["--preset", preset, "--types", ty, "--out"])
-            .arg(&dir)
-            .output()
-            .expect("python3 tools/gen-model.py (pip install -r tools/requirements.txt)")
-            .status
-            .success();
-        assert!(ok, "generating {preset}-{ty} failed");
-    }
-    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let file = Arc::new(GgufFile::open(support::model_path(preset, ty)).unwrap());
     let tok = Tokenizer::from_metadata(file.metadata()).unwrap();
     (Arc::new(Model::load(file).unwrap()), tok)
 }

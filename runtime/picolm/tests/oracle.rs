@@ -27,51 +27,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
+
+mod support;
 
 use picolm::tokenizer::Tokenizer;
 use picolm::{GgufFile, Model, Session};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("PICOLM_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"))
-}
-
 fn fixtures_dir() -> PathBuf {
     std::env::var_os("PICOLM_ORACLE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/oracle"))
-}
-
-/// Make (or reuse) a generated model. Fails loudly when the generator cannot run.
-pub fn ensure_model(preset: &str, ty: &str) -> PathBuf {
-    let dir = models_dir();
-    let path = dir.join(format!("{preset}-{ty}.gguf"));
-    if path.exists() {
-        return path;
-    }
-    let status = Command::new("python3")
-        .arg(repo_root().join("tools/gen-model.py"))
-        .args(["--preset", preset, "--types", ty, "--out"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect(
-            "running python3 tools/gen-model.py (install: pip install gguf numpy llama-cpp-python)",
-        );
-    assert!(
-        status.success(),
-        "tools/gen-model.py --preset {preset} --types {ty} failed (pip install gguf numpy llama-cpp-python)"
-    );
-    path
 }
 
 fn sha256_file(p: &Path) -> String {
@@ -118,7 +86,7 @@ fn check(preset: &str, ty: &str) -> Outcome {
         &std::fs::read(&fixture_path).unwrap_or_else(|e| panic!("{}: {e}", fixture_path.display())),
     )
     .unwrap();
-    let model_path = ensure_model(preset, ty);
+    let model_path = support::model_path(preset, ty);
     let digest = sha256_file(&model_path);
     assert_eq!(
         digest,

@@ -8,28 +8,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
+mod support;
+
 use picolm::{GgufFile, Model, Session};
 
 const MIB: u64 = 1 << 20;
 
 fn model_path() -> PathBuf {
-    let dir = std::env::var_os("PICOLM_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"));
-    let path = dir.join("small-llama-q4_k_m.gguf");
-    if !path.exists() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ok = Command::new("python3")
-            .arg(root.join("tools/gen-model.py"))
-            .args(["--preset", "small-llama", "--types", "q4_k_m", "--out"])
-            .arg(&dir)
-            .output()
-            .expect("python3 tools/gen-model.py")
-            .status
-            .success();
-        assert!(ok, "generating small-llama-q4_k_m failed");
-    }
-    path
+    support::model_path("small-llama", "q4_k_m")
 }
 
 fn vm_hwm() -> u64 {
