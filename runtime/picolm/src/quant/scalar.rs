@@ -480,42 +480,37 @@ pub(crate) fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// F16 weights · F16 activations. f64 accumulation: this is the reference, not a fast path.
-pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.saturating_mul(2);
+/// Reference dot of two little-endian float rows whose elements are `W` bytes wide, decoded by
+/// `elem`. f64 accumulation: this is the reference, not a fast path.
+fn dot_float_rows<const W: usize>(n: usize, x: &[u8], y: &[u8], elem: fn([u8; W]) -> f64) -> f32 {
+    let len = n.saturating_mul(W);
     let (x, y) = (&x[..len], &y[..len]);
     let s: f64 = x
-        .chunks_exact(2)
-        .zip(y.chunks_exact(2))
-        .map(|(a, b)| f64::from(f16_le([a[0], a[1]])) * f64::from(f16_le([b[0], b[1]])))
-        .sum();
-    s as f32
-}
-
-pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.saturating_mul(2);
-    let (x, y) = (&x[..len], &y[..len]);
-    let s: f64 = x
-        .chunks_exact(2)
-        .zip(y.chunks_exact(2))
-        .map(|(a, b)| f64::from(bf16_le([a[0], a[1]])) * f64::from(bf16_le([b[0], b[1]])))
-        .sum();
-    s as f32
-}
-
-pub(crate) fn dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let len = n.saturating_mul(4);
-    let (x, y) = (&x[..len], &y[..len]);
-    let s: f64 = x
-        .chunks_exact(4)
-        .zip(y.chunks_exact(4))
+        .chunks_exact(W)
+        .zip(y.chunks_exact(W))
         .map(|(a, b)| {
-            let a = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
-            let b = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            f64::from(a) * f64::from(b)
+            let (mut ea, mut eb) = ([0u8; W], [0u8; W]);
+            ea.copy_from_slice(a);
+            eb.copy_from_slice(b);
+            elem(ea) * elem(eb)
         })
         .sum();
     s as f32
+}
+
+/// F16 weights · F16 activations.
+pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    dot_float_rows::<2>(n, x, y, |b| f64::from(f16_le(b)))
+}
+
+/// BF16 weights · BF16 activations.
+pub(crate) fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    dot_float_rows::<2>(n, x, y, |b| f64::from(bf16_le(b)))
+}
+
+/// F32 weights · F32 activations.
+pub(crate) fn dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    dot_float_rows::<4>(n, x, y, |b| f64::from(f32::from_le_bytes(b)))
 }
 
 // ---------------------------------------------------------------------------------------------
