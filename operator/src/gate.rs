@@ -76,6 +76,11 @@ impl Attestor for OnlineAttestor {
             match tokio::time::timeout(timeout, job).await {
                 Err(_) => Outcome::Unreachable(format!("{url}: no answer within {timeout:?}")),
                 Ok(Err(e)) => Outcome::Unreachable(format!("attestation task failed: {e}")),
+                // The certificate's evidence failed verification during the handshake: that is
+                // a verdict (e.g. MeasurementMismatch), not an unreachable pod.
+                Ok(Ok(Err(power_attest::Error::Refused { verdict, .. }))) => {
+                    Outcome::Verdict(verdict)
+                }
                 Ok(Ok(Err(e))) => Outcome::Unreachable(e.to_string()),
                 // The fresh-nonce verdict is what binds this connection; the handshake verdict
                 // (certificate evidence) must also have been accepted for the connection to exist.

@@ -155,29 +155,35 @@ pub async fn reconcile(im: Arc<InferenceModel>, ctx: Arc<Context>) -> Result<Act
         Resolved::Failed { .. } => None,
     };
 
-    // Children, server-side applied and owned by the InferenceModel.
-    let plan = runtime_config::plan(&im, tee);
-    let cm = children::config_map(&im, &name, &ns, &plan);
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        &name,
-        &cm,
-    )
-    .await?;
-    let dep = children::deployment(&im, &name, &ns, &plan, tee, &ctx.settings.defaults);
-    let dep = apply(
-        &Api::<Deployment>::namespaced(client.clone(), &ns),
-        &name,
-        &dep,
-    )
-    .await?;
-    let svc = children::service(&im, &name, &ns);
-    apply(
-        &Api::<Service>::namespaced(client.clone(), &ns),
-        &name,
-        &svc,
-    )
-    .await?;
+    // Children, server-side applied and owned by the InferenceModel. Without a usable policy no
+    // Deployment is created: its pods could never be admitted, and the runtime would not even
+    // know which evidence to produce. One that exists already stays (its pods are taken out of
+    // the Service below) so a policy edit or re-creation does not restart anything.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let hold =
+        matches!(resolved, Resolved::Failed { .. }) && deployments.get_opt(&name).await?.is_none();
+    let dep = if hold {
+        Deployment::default()
+    } else {
+        let plan = runtime_config::plan(&im, tee);
+        let cm = children::config_map(&im, &name, &ns, &plan);
+        apply(
+            &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            &name,
+            &cm,
+        )
+        .await?;
+        let dep = children::deployment(&im, &name, &ns, &plan, tee, &ctx.settings.defaults);
+        let dep = apply(&deployments, &name, &dep).await?;
+        let svc = children::service(&im, &name, &ns);
+        apply(
+            &Api::<Service>::namespaced(client.clone(), &ns),
+            &name,
+            &svc,
+        )
+        .await?;
+        dep
+    };
 
     // The gate.
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);

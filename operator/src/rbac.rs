@@ -39,7 +39,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         group: "apps",
         resources: &["deployments"],
-        verbs: &["list", "watch", "create", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch"],
     },
     Rule {
         group: "",

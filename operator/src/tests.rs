@@ -39,6 +39,8 @@ struct World {
     pods: Vec<Pod>,
     slices: Vec<EndpointSlice>,
     lease: Option<Lease>,
+    /// The InferenceModel's Deployment exists already (answers GET).
+    deployment: bool,
 }
 
 fn status_404() -> Value {
@@ -95,6 +97,11 @@ fn serve(world: World) -> (Client, Arc<Mutex<Vec<Seen>>>) {
                     Some(l) => (200, serde_json::to_value(l).unwrap()),
                     None => (404, status_404()),
                 },
+                ("GET", [.., "deployments", name]) if world.deployment => (
+                    200,
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "generation": 1}}),
+                ),
+                ("GET", [.., "deployments", _]) => (404, status_404()),
                 ("PATCH", [.., "deployments", _]) => {
                     let mut d = body.clone();
                     d["status"] = json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "observedGeneration": 1});
@@ -345,6 +352,7 @@ fn world(pods: Vec<Pod>, slices: Vec<EndpointSlice>) -> World {
         pods,
         slices,
         lease: None,
+        deployment: false,
     }
 }
 
@@ -661,6 +669,7 @@ async fn missing_policy_takes_admitted_pods_out() {
         vec![],
     );
     w.policy = None;
+    w.deployment = true;
     let (client, seen) = serve(w);
     let ctx = ctx(client, FakeAttestor(Box::new(|_, p| pass(p))));
     crate::inference_model::reconcile(Arc::new(model("chat")), ctx)
@@ -671,11 +680,35 @@ async fn missing_policy_takes_admitted_pods_out() {
         pod_condition(&seen, "chat-a").map(|c| (c.0, c.1)),
         Some(("False".into(), "PolicyNotFound".into()))
     );
+    // The existing Deployment is kept (applied as before), not deleted or restarted.
+    assert_eq!(patches(&seen, "/deployments/chat").len(), 1);
     assert_eq!(
         condition(&status_of(&seen), "Ready"),
         ("False".into(), "PolicyNotFound".into())
     );
     assert!(events(&seen).iter().any(|e| e.1 == "PolicyNotFound"));
+}
+
+#[tokio::test]
+async fn missing_policy_creates_no_pods() {
+    let mut w = world(vec![], vec![]);
+    w.policy = None;
+    let (client, seen) = serve(w);
+    let ctx = ctx(client, FakeAttestor(Box::new(|_, p| pass(p))));
+    crate::inference_model::reconcile(Arc::new(model("chat")), ctx)
+        .await
+        .expect("reconcile");
+    let seen = requests(&seen);
+    for path in ["/configmaps/chat", "/deployments/chat", "/services/chat"] {
+        assert!(
+            patches(&seen, path).is_empty(),
+            "{path} applied without a policy"
+        );
+    }
+    assert_eq!(
+        condition(&status_of(&seen), "Ready"),
+        ("False".into(), "PolicyNotFound".into())
+    );
 }
 
 #[tokio::test]
@@ -821,10 +854,15 @@ async fn leader_election_creates_then_respects_a_live_holder() {
 #[tokio::test]
 async fn rbac_rules_are_exactly_what_is_used() {
     let mut used = BTreeSet::new();
-    for w in [world(
-        vec![pod("chat-a", "10.244.1.2").ready()],
-        vec![slice(&["10.244.1.2"])],
-    )] {
+    let mut no_policy = world(vec![], vec![]);
+    no_policy.policy = None;
+    for w in [
+        world(
+            vec![pod("chat-a", "10.244.1.2").ready()],
+            vec![slice(&["10.244.1.2"])],
+        ),
+        no_policy,
+    ] {
         let (client, seen) = serve(w);
         let c = ctx(client, FakeAttestor(Box::new(|_, p| pass(p))));
         crate::inference_model::reconcile(Arc::new(model("chat")), c.clone())

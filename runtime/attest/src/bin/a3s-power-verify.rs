@@ -27,7 +27,8 @@ struct Cli {
     /// Online mode: attest a running server, e.g. https://10.0.0.5:8443.
     #[arg(long, global = true)]
     url: Option<String>,
-    /// Policy file (AttestationPolicy spec as JSON).
+    /// Policy file: an AttestationPolicy object as applied with kubectl (YAML or JSON), or just
+    /// its `spec`.
     #[arg(long, global = true)]
     policy: Option<PathBuf>,
     /// Served model name to request (online mode).
@@ -153,11 +154,30 @@ fn print(v: &Verdict, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A policy file as users have it: the `AttestationPolicy` object they apply with kubectl (YAML
+/// or JSON, `spec` taken from it), or the spec alone. Field errors name the path.
+fn load_policy(bytes: &[u8]) -> Result<Policy> {
+    let text = std::str::from_utf8(bytes).context("not UTF-8")?;
+    let doc: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).context("not valid JSON")?
+    } else {
+        serde_yaml::from_str(text).context("not valid YAML")?
+    };
+    let spec = match doc.get("kind").and_then(|k| k.as_str()) {
+        Some("AttestationPolicy") => doc
+            .get("spec")
+            .cloned()
+            .context("an AttestationPolicy object without `spec`")?,
+        Some(other) => bail!("expected an AttestationPolicy (or its spec), got kind {other}"),
+        None => doc,
+    };
+    Ok(Policy::from_json(&spec.to_string())?)
+}
+
 fn run(cli: Cli) -> Result<bool> {
     let policy_path = cli.policy.as_ref().context("--policy FILE is required")?;
-    let policy =
-        Policy::from_json(&String::from_utf8(read(policy_path)?).context("policy is not UTF-8")?)
-            .with_context(|| format!("{}", policy_path.display()))?;
+    let policy = load_policy(&read(policy_path)?)
+        .with_context(|| format!("policy file {}", policy_path.display()))?;
     let at = match &cli.at {
         Some(s) => Some(
             OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
