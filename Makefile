@@ -10,7 +10,7 @@ DEMO_MODEL := $(MODELS)/tiny-qwen2-q4_k_m.gguf
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export PICOLM_BIN := $(TARGET_DIR)/release/a3s-power
 
-.PHONY: setup build demo test lint unit oracle bench-smoke bench e2e-machinery server-tests operator-checks clean-models
+.PHONY: setup build demo demo-down demo-local e2e-scenarios test lint unit oracle bench-smoke bench e2e-machinery server-tests operator-checks clean-models
 
 ## Install what a fresh machine lacks (Python packages for the generator and the oracle).
 setup:
@@ -21,8 +21,17 @@ setup:
 build:
 	$(CARGO) build --release -p a3s-power
 
-## The main job on an embedded default: generate a small model and chat with it.
-demo: setup build
+## The main job on an embedded default: a local Kubernetes control plane with the operator
+## (Helm), an attested two-replica InferenceModel, the verifier's verdict and a streamed chat;
+## left running until `make demo-down`.
+demo: setup
+	e2e/demo.sh up
+
+demo-down:
+	e2e/demo.sh down
+
+## The runtime alone: generate a small model and chat with it.
+demo-local: setup build
 	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q4_k_m --out $(MODELS) >/dev/null
 	$(PICOLM_BIN) inspect $(DEMO_MODEL)
 	$(PICOLM_BIN) run --model $(DEMO_MODEL) --chat --prompt "Tell me about confidential computing." --max-tokens 48 --seed 7
@@ -41,7 +50,7 @@ oracle: setup
 	PICOLM_TEST_MODELS=$(MODELS) PICOLM_ORACLE_DIR=$(CACHE)/oracle-live $(CARGO) test -p picolm --test oracle -- --nocapture
 
 ## Everything CI runs.
-test: setup lint unit oracle bench-smoke e2e-machinery server-tests operator-checks
+test: setup lint unit oracle bench-smoke e2e-machinery server-tests operator-checks e2e-scenarios
 
 ## A short benchmark run: checks the harness works and prints ratios; never fails on speed.
 bench-smoke: setup build
@@ -54,6 +63,10 @@ bench: setup build
 ## The real Kubernetes control plane (built from Go modules, cached) and the process kubelet.
 e2e-machinery:
 	e2e/run-machinery-tests.sh
+
+## Issue #8's ten scenarios: operator (Helm) + attested runtime pods on the real control plane.
+e2e-scenarios: setup
+	e2e/run-scenarios.sh
 
 clean-models:
 	rm -rf $(MODELS) $(CACHE)/oracle-live
