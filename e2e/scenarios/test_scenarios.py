@@ -95,6 +95,16 @@ def test_01_happy_path(ns, model_files, tmp_path):
     assert row[:6] == ["tiny-chat", "tiny-qwen2", "True", "Serving", "2", "2"], row
     assert row[7:10] == [model_files.sha(model_files.v1), "simulated", "simulated"], row
 
+    # The operator's metrics: both verifications counted, latency observed.
+    op_ip = operator_pod()["status"]["podIP"]
+    with urllib.request.urlopen(f"http://{op_ip}:8080/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    verified = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("a3s_power_attestations_total{")
+                   and 'result="verified"' in line and 'tee="simulated"' in line)
+    assert verified >= 2, metrics
+    assert "a3s_power_attestation_duration_seconds_bucket" in metrics
+
     # The user's verifier with the very policy file applied above.
     verify = [str(VERIFY_BIN), "--url", f"https://{ips[0]}:{RA_TLS_PORT}", "--policy",
               str(tmp_path / "policy.yaml"), "--model", "tiny-qwen2", "--model-sha256"]
