@@ -72,10 +72,13 @@ clean-models:
 	rm -rf $(MODELS) $(CACHE)/oracle-live
 
 ## a3s-power serve against the official openai client (chat, streaming, tools, json_schema, errors, canary, load).
+## Also: pulls (local HTTP server, Range resume, 409), integrity pins and .sig, LRU/keep_alive,
+## graceful shutdown, 429s, promtool on /metrics (tools/promtool.sh builds it once, cached),
+## every curl in README.md, config/*.hcl through `serve --check`.
 server-tests: setup
-	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q8_0 --out $(MODELS) >/dev/null
+	$(PYTHON) tools/gen-model.py --preset tiny-qwen2 --types q8_0,q4_k_m --out $(MODELS) >/dev/null
 	$(CARGO) build -p a3s-power -p power-attest
-	PICOLM_TEST_MODELS=$(MODELS) $(PYTHON) -m pytest -q runtime/server/tests/python
+	PROMTOOL=$$(tools/promtool.sh) PICOLM_TEST_MODELS=$(MODELS) $(PYTHON) -m pytest -q runtime/server/tests/python
 
 ## CRD YAML up to date, chart lints and renders (helm from e2e/), CRDs' CEL rules against a real API server.
 operator-checks:

@@ -140,6 +140,8 @@ pub struct Config {
     pub audit_key_source: Option<KeySource>,
     /// Pad every inference response to at least this long (timing side channel).
     pub timing_padding: Option<Duration>,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may run before open streams are ended.
+    pub shutdown_timeout: Duration,
     pub models: Vec<ModelEntry>,
 }
 
@@ -180,6 +182,7 @@ impl Default for Config {
             audit_log: None,
             audit_key_source: None,
             timing_padding: None,
+            shutdown_timeout: Duration::from_secs(20),
             models: Vec::new(),
         }
     }
@@ -228,6 +231,7 @@ const SCALAR_KEYS: &[&str] = &[
     "max_tokens_limit",
     "audit_log",
     "timing_padding",
+    "shutdown_timeout",
 ];
 
 /// Environment variables named in the seed README that do not follow `A3S_POWER_<KEY>`.
@@ -371,6 +375,12 @@ impl Config {
                         "expected 64 hex characters (an Ed25519 public key)".into()
                     ));
                 }
+                if power_attest::model_seal::parse_verifying_key("model_signing_key", &s).is_err() {
+                    return Err(e(
+                        "not an Ed25519 public key (64 hex characters from a3s-power keygen)"
+                            .into(),
+                    ));
+                }
                 self.model_signing_key = Some(s);
             }
             "model_key_source" => self.model_key_source = Some(key_source(v).map_err(e)?),
@@ -458,6 +468,13 @@ impl Config {
             "timing_padding" => {
                 let d = parse_duration(&string(v).map_err(e)?).map_err(e)?;
                 self.timing_padding = (!d.is_zero()).then_some(d);
+            }
+            "shutdown_timeout" => {
+                let s = match v {
+                    Value::Number(n) => n.to_string(),
+                    _ => string(v).map_err(e)?,
+                };
+                self.shutdown_timeout = parse_duration(&s).map_err(e)?;
             }
             "models" | "model" => {
                 // `models { name = { path = ... } }` or labeled blocks `model "name" { path = ... }`
@@ -600,6 +617,8 @@ fn env_value(key: &str, raw: &str) -> Value {
     }
     if let Ok(n) = raw.parse::<u64>()
         && key != "keep_alive"
+        && key != "shutdown_timeout"
+        && key != "timing_padding"
         && key != "host"
         && key != "model_signing_key"
     {

@@ -157,6 +157,14 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
     }
     if let Some(k) = &cfg.model_signing_key {
         let key = power_attest::model_seal::parse_verifying_key("model_signing_key", k)?;
+        let sig = power_attest::model_seal::sig_path(&manifest.path);
+        if !sig.is_file() {
+            return Err(fail(format!(
+                "signature file {} is missing (model_signing_key is set, so every model must be \
+                 sealed: a3s-power seal)",
+                sig.display()
+            )));
+        }
         power_attest::model_seal::verify_file(&manifest.path, &key, Some(&digest))
             .map_err(|e| fail(e.to_string()))?;
     }

@@ -3,9 +3,15 @@
 //! with bearer-token auth, progress events, HTTP Range resume of a partial file (named by the
 //! SHA-256 of its URL, so a retry — in this pull or a later one — continues it), hashing while
 //! writing, and a persisted status per model that survives restarts. One pull per model at a
-//! time: a second one is refused with [`Error::PullInProgress`].
+//! time: a second one is refused with [`Error::PullInProgress`]; two models pulled from the same
+//! URL at once would share a partial file, so the second is refused too.
+//!
+//! A resume is only trusted while the remote file is the same: the `ETag` (or `Last-Modified`)
+//! of the response that started the partial file is kept next to it and sent as `If-Range`, so a
+//! changed file comes back whole (200) and the download starts over instead of splicing two
+//! versions together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,6 +82,41 @@ pub struct PullRegistry {
     store: Store,
     metrics: Metrics,
     active: Arc<Mutex<HashMap<String, broadcast::Sender<PullEvent>>>>,
+    /// Partial files being written by a running pull.
+    partials: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+/// Releases a partial file's claim when its pull ends.
+struct PartialClaim {
+    set: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+}
+
+impl Drop for PartialClaim {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.path);
+        }
+    }
+}
+
+/// The validator file kept next to a partial download.
+fn validator_path(partial: &std::path::Path) -> PathBuf {
+    partial.with_extension("validator")
+}
+
+/// `ETag` (strong only) or `Last-Modified` of a response, usable in `If-Range`.
+fn validator(resp: &reqwest::Response) -> Option<String> {
+    let h = resp.headers();
+    let etag = h
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|e| !e.starts_with("W/"));
+    etag.or_else(|| {
+        h.get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+    })
+    .map(str::to_string)
 }
 
 /// `HF_ENDPOINT` or the public hub.
@@ -94,6 +135,7 @@ impl PullRegistry {
             store,
             metrics,
             active: Arc::new(Mutex::new(HashMap::new())),
+            partials: Arc::new(Mutex::new(HashSet::new())),
         };
         r.mark_interrupted();
         r
@@ -302,6 +344,21 @@ impl PullRegistry {
             "{}.partial",
             hex::encode(Sha256::digest(url.as_bytes()))
         ));
+        let _claim = {
+            let mut set = self
+                .partials
+                .lock()
+                .map_err(|_| perr("pull registry poisoned".into()))?;
+            if !set.insert(partial.clone()) {
+                return Err(perr(format!(
+                    "{url} is being pulled for another model; pull again when that finishes"
+                )));
+            }
+            PartialClaim {
+                set: self.partials.clone(),
+                path: partial.clone(),
+            }
+        };
         let mut last_err = String::new();
         for attempt in 0..3u32 {
             if attempt > 0 {
@@ -317,6 +374,7 @@ impl PullRegistry {
                     let name = req.name.clone();
                     let pin = req.pin.clone();
                     let src = url.clone();
+                    let _ = std::fs::remove_file(validator_path(&partial));
                     return tokio::task::spawn_blocking(move || {
                         store.commit_blob(&name, &partial, digest, size, pin.as_deref(), &src)
                     })
@@ -328,6 +386,10 @@ impl PullRegistry {
                 }
                 Err(DownloadError::Retry(e)) => last_err = e,
             }
+            // What is on disk is what a resume continues from.
+            status.completed = std::fs::metadata(&partial).map_or(0, |m| m.len());
+            status.updated = now_unix();
+            self.save(status);
         }
         Err(perr(format!(
             "{last_err} (partial download kept; pull again to resume)"
@@ -350,8 +412,12 @@ impl PullRegistry {
         if let Some(t) = &req.token {
             rq = rq.bearer_auth(t);
         }
+        let known = std::fs::read_to_string(validator_path(partial)).ok();
         if have > 0 {
             rq = rq.header("Range", format!("bytes={have}-"));
+            if let Some(v) = &known {
+                rq = rq.header("If-Range", v.trim());
+            }
         }
         let resp = rq
             .send()
@@ -375,6 +441,17 @@ impl PullRegistry {
         let total = resp
             .content_length()
             .map(|n| if resumed { n + have } else { n });
+        status.total = total;
+        if !resumed {
+            // A fresh start: remember what this response was, for a later If-Range.
+            let vp = validator_path(partial);
+            match validator(&resp) {
+                Some(v) => std::fs::write(&vp, v).map_err(io)?,
+                None => {
+                    let _ = std::fs::remove_file(&vp);
+                }
+            }
+        }
         let mut hasher = Sha256::new();
         let mut file = std::fs::OpenOptions::new()
             .create(true)

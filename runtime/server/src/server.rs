@@ -42,22 +42,26 @@ pub fn build_state(cfg: Config, metrics: Metrics) -> Result<SharedState> {
         store.register_reference(&m.name, &m.path, pin.as_deref())?;
         tracing::info!(model = %m.name, "model registered from configuration");
     }
-    // Start-up fails on any mismatch, so a running server has verified what it pins.
+    // Start-up fails on any mismatch, so a running server in tee_mode has verified every model
+    // it can serve: each pin in model_hashes must name a registered model, and every registered
+    // model must match its manifest digest, its pin and (with model_signing_key) its `.sig`.
     let verified = true;
     if cfg.tee_mode {
-        for (name, _) in cfg.model_hashes.iter() {
-            let manifest = store.get(name)?.ok_or_else(|| Error::Verification {
-                model: name.clone(),
-                reason: "pinned in model_hashes but not registered".into(),
-            })?;
-            crate::lifecycle::verify_model(&cfg, &manifest, &metrics)?;
-            tracing::info!(model = %name, "model integrity verified");
+        for name in cfg.model_hashes.keys() {
+            if store.get(name)?.is_none() {
+                return Err(Error::Verification {
+                    model: name.clone(),
+                    reason: "pinned in model_hashes but not registered".into(),
+                });
+            }
         }
-        if !cfg.model_hashes.is_empty() {
-            tracing::info!(
-                count = cfg.model_hashes.len(),
-                "all model integrity checks passed"
-            );
+        let all = store.list()?;
+        for manifest in &all {
+            crate::lifecycle::verify_model(&cfg, manifest, &metrics)?;
+            tracing::info!(model = %manifest.name, "model integrity verified");
+        }
+        if !all.is_empty() {
+            tracing::info!(count = all.len(), "all model integrity checks passed");
         }
     }
     let audit = match &cfg.audit_log {

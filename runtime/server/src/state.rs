@@ -74,6 +74,9 @@ pub struct AppState {
     pub models_verified: bool,
     /// Decoded API key digests.
     pub api_keys: Vec<[u8; 32]>,
+    /// Set when the shutdown grace period is over: open SSE streams end with an error event and
+    /// `[DONE]` (see [`crate::api::until_shutdown`]).
+    pub stop_streams: tokio::sync::watch::Sender<bool>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -114,6 +117,7 @@ impl AppState {
             tls_spki_sha256: Mutex::new([0; 32]),
             models_verified,
             api_keys,
+            stop_streams: tokio::sync::watch::Sender::new(false),
         }))
     }
 

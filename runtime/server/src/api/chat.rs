@@ -451,6 +451,7 @@ fn stream_chat(
     stops: Vec<String>,
     include_usage: bool,
 ) -> impl IntoResponse {
+    let st = ctx.st.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Event, Infallible>>();
     tokio::spawn(async move {
         let send = |e: Event| tx.send(Ok(e)).is_ok();
@@ -612,5 +613,10 @@ fn stream_chat(
             run.started,
         );
     });
-    Sse::new(UnboundedReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+    let events = super::until_shutdown(
+        &st,
+        UnboundedReceiverStream::new(rx),
+        super::shutdown_tail(),
+    );
+    Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -82,6 +82,11 @@ pub async fn completions(
     let mut pipe = TextPipeline::new(&run.lease, knobs.stop.clone(), None);
     if req.stream.unwrap_or(false) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Event, Infallible>>();
+        let events = super::until_shutdown(
+            &st,
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            super::shutdown_tail(),
+        );
         tokio::spawn(async move {
             let send = |c: &Completion| {
                 tx.send(Ok(
@@ -152,11 +157,9 @@ pub async fn completions(
                 run.started,
             );
         });
-        return Ok(
-            Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-                .keep_alive(KeepAlive::default())
-                .into_response(),
-        );
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     let mut text = SensitiveString::default();
     let (mut pt, mut ct, mut cached, mut finish) = (run.prompt_tokens, 0, 0, None);

@@ -13,15 +13,20 @@ mod generate;
 mod health;
 mod models;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -181,7 +186,7 @@ async fn limits(State(st): State<SharedState>, req: Request, next: Next) -> Resp
         st.metrics.rate_limited.with_label_values(&["rate"]).inc();
         return ApiError::rate_limited("rate limit exceeded").into_response();
     }
-    let _permit = match &st.concurrency {
+    let permit = match &st.concurrency {
         Some(sem) => match sem.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -194,9 +199,65 @@ async fn limits(State(st): State<SharedState>, req: Request, next: Next) -> Resp
         },
         None => None,
     };
-    // The permit is held until the response is produced; streaming bodies carry their own
-    // admission permit (see generate.rs).
-    next.run(req).await
+    let resp = next.run(req).await;
+    match permit {
+        // The permit travels with the body, so a streaming response counts against
+        // max_concurrent_requests until its last byte, not just until its headers.
+        Some(p) => {
+            let (parts, body) = resp.into_parts();
+            let guarded = body.into_data_stream().map(move |chunk| {
+                let _held = &p;
+                chunk
+            });
+            Response::from_parts(parts, Body::from_stream(guarded))
+        }
+        None => resp,
+    }
+}
+
+/// Ends an SSE stream early when the shutdown grace period is over (`state.stop_streams`): the
+/// client then receives `tail` (an error event, `[DONE]`) instead of a cut connection.
+pub fn until_shutdown<S>(
+    st: &crate::state::SharedState,
+    events: S,
+    tail: Vec<Event>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + use<S>
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let mut rx = st.stop_streams.subscribe();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    let stop = async move {
+        if rx.wait_for(|v| *v).await.is_err() {
+            // The state is gone: nothing will ever stop this stream early.
+            std::future::pending::<()>().await;
+        }
+        flag.store(true, Ordering::SeqCst);
+    };
+    let mut tail = tail;
+    let rest =
+        futures::stream::once(async move { cut.load(Ordering::SeqCst) }).flat_map(move |was_cut| {
+            let evs = if was_cut {
+                std::mem::take(&mut tail)
+            } else {
+                Vec::new()
+            };
+            futures::stream::iter(evs.into_iter().map(Ok))
+        });
+    events.take_until(Box::pin(stop)).chain(rest)
+}
+
+/// The tail of an inference stream cut by shutdown: an OpenAI error event and `[DONE]`.
+pub fn shutdown_tail() -> Vec<Event> {
+    vec![
+        Event::default().data(
+            ApiError::unavailable("the server is shutting down; retry")
+                .body()
+                .to_string(),
+        ),
+        Event::default().data("[DONE]"),
+    ]
 }
 
 /// Bearer API keys: the SHA-256 of the presented key must equal a configured digest

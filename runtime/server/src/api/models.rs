@@ -172,6 +172,13 @@ pub async fn pull(
     ApiJson(b): ApiJson<PullBody>,
 ) -> ApiResult<Response> {
     crate::store::validate_name(&b.name).map_err(ApiError::from)?;
+    if let Some(u) = &b.url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(
+            ApiError::bad_request("`url` must start with http:// or https://").param("url"),
+        );
+    }
     let pin = match b
         .sha256
         .as_deref()
@@ -224,7 +231,14 @@ pub async fn pull(
             }
         }
     }
-    let stream = async_stream(rx);
+    let tail = PullEvent::Error {
+        error: "the server is shutting down; pull again to resume".into(),
+    };
+    let stream = super::until_shutdown(
+        &st,
+        async_stream(rx),
+        vec![Event::default().data(serde_json::to_string(&tail).unwrap_or_default())],
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -26,24 +26,68 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Check the configuration (file, environment, flags) and exit: 0 and a summary when it is
+    /// valid, 1 and the file, line, key and reason when it is not. Touches no model or store.
+    #[arg(long)]
+    pub check: bool,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// What `serve --check` prints for a valid configuration.
+fn summary(cfg: &Config, source: &str) -> String {
+    let mut s = format!(
+        "configuration OK: {source}\n  listen: {}:{}\n  data_dir: {}\n  models: {}\n  \
+         tee_mode: {}, redact_logs: {}, pinned models: {}, signing key: {}\n",
+        cfg.host,
+        cfg.port,
+        cfg.data_dir.display(),
+        cfg.models.len(),
+        cfg.tee_mode,
+        cfg.redact_logs || cfg.tee_mode,
+        cfg.model_hashes.len(),
+        if cfg.model_signing_key.is_some() {
+            "set"
+        } else {
+            "none"
+        },
+    );
+    if let Some(p) = cfg.tls_port {
+        s.push_str(&format!(
+            "  tls_port: {p}{}\n",
+            if cfg.ra_tls { " (RA-TLS)" } else { "" }
+        ));
+    }
+    s
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), registered once at start so that no signal is missed between
+/// the first one (graceful shutdown) and a second one (stop waiting).
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -54,6 +98,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if let Some(p) = a.port {
         cfg.port = p;
     }
+    if a.check {
+        let default = a3s_power::config::default_config_path();
+        let source = match &a.config {
+            Some(p) => p.display().to_string(),
+            None if default.is_file() => default.display().to_string(),
+            None => "(built-in defaults)".to_string(),
+        };
+        print!("{}", summary(&cfg, &source));
+        return Ok(());
+    }
+    let grace = cfg.shutdown_timeout;
     let metrics = Metrics::new();
     let writer = RedactingWriter {
         enabled: cfg.redact_logs || cfg.tee_mode,
@@ -82,6 +137,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        let mut signals = Signals::new()?;
         let tls = cfg.tls_port.map(|p| (p, cfg.ra_tls));
         let host = cfg.host.clone();
         let port = cfg.port;
@@ -122,14 +178,24 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         server::spawn_reaper(state.clone());
         let mut rx = stop_rx.clone();
-        let serving = tokio::spawn(server::serve(listener, app, async move {
+        let mut serving = tokio::spawn(server::serve(listener, app, async move {
             let _ = rx.changed().await;
         }));
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        signals.recv().await;
+        // New connections are refused from here on; in-flight requests get `shutdown_timeout`
+        // to finish (a second signal cuts it short), then open streams are ended cleanly.
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         let _ = stop_tx.send(true);
-        // In-flight requests get a bounded time to finish.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), serving).await;
+        let finished = tokio::select! {
+            _ = &mut serving => true,
+            _ = tokio::time::sleep(grace) => false,
+            _ = signals.recv() => false,
+        };
+        if !finished {
+            tracing::warn!("shutdown grace period over: ending open streams");
+            let _ = state.stop_streams.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut serving).await;
+        }
         server::finish(&state).await;
         eprintln!("a3s-power: stopped");
         Ok::<_, anyhow::Error>(())

@@ -2,68 +2,21 @@
 started the way a user starts it (a config file, a generated model)."""
 import hashlib
 import json
-import os
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import jsonschema
 import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[4]
-BIN = Path(os.environ.get("A3S_POWER_BIN") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug" / "a3s-power")
-MODELS = Path(os.environ.get("PICOLM_TEST_MODELS", Path.home() / ".cache" / "a3s-power" / "models"))
-MODEL = MODELS / "tiny-qwen2-q8_0.gguf"
+from harness import BIN, MODEL, Server, free_port
+
 CANARY = "CANARY-7f3a9c2e-SECRET"
 API_KEY = "sk-test-a3s-power"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
-    def __init__(self, tmp, extra="", env_extra=None):
-        if not BIN.exists():
-            pytest.fail(f"{BIN} missing: cargo build -p a3s-power")
-        if not MODEL.exists():
-            pytest.fail(f"{MODEL} missing: tools/gen-model.py --preset tiny-qwen2 --types q8_0")
-        self.home = tmp
-        self.port = free_port()
-        self.audit = tmp / "audit.jsonl"
-        (tmp / "config.hcl").write_text(
-            f'port = {self.port}\nnum_parallel = 4\nmax_queue = 64\nkeep_alive = "-1"\n'
-            f'redact_logs = true\naudit_log = "{self.audit}"\n'
-            f'model "tiny" {{\n  path = "{MODEL}"\n}}\n{extra}'
-        )
-        self.log = tmp / "server.log"
-        env = dict(os.environ, A3S_POWER_HOME=str(tmp), A3S_POWER_LOG="debug", **(env_extra or {}))
-        self.proc = subprocess.Popen([str(BIN), "serve"], stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1)
-                return
-            except Exception:
-                if self.proc.poll() is not None:
-                    pytest.fail("server exited:\n" + self.log.read_text())
-                time.sleep(0.05)
-        pytest.fail("server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
