@@ -824,6 +824,42 @@ model "other" {
     }
 
     #[test]
+    fn shutdown_timeout_from_file_and_environment() {
+        assert_eq!(Config::default().shutdown_timeout, Duration::from_secs(20));
+        let c = Config::from_hcl("shutdown_timeout = \"90s\"\n", "cfg.hcl").expect("parses");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(90));
+        let mut c = Config::default();
+        c.apply_env([
+            ("A3S_POWER_SHUTDOWN_TIMEOUT".to_string(), "5".to_string()),
+            ("A3S_POWER_TIMING_PADDING".to_string(), "2".to_string()),
+        ])
+        .expect("applies");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.timing_padding, Some(Duration::from_secs(2)));
+        let e = err("shutdown_timeout = \"soon\"\n");
+        assert!(
+            e.starts_with("cfg.hcl:1: `shutdown_timeout`: expected a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn signing_key_must_be_an_ed25519_point() {
+        // RFC 8032 test vector 2's public key, and the same bytes with a first byte that puts
+        // them off the curve.
+        let good = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+        let c = Config::from_hcl(&format!("model_signing_key = \"{good}\"\n"), "cfg.hcl")
+            .expect("parses");
+        assert_eq!(c.model_signing_key.as_deref(), Some(good));
+        let bad = format!("00{}", &good[2..]);
+        let e = err(&format!("model_signing_key = \"{bad}\"\n"));
+        assert!(
+            e.starts_with("cfg.hcl:1: `model_signing_key`: not an Ed25519 public key"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));

@@ -74,6 +74,36 @@ pub struct PullRequest {
     pub token: Option<String>,
     pub force: bool,
     pub hf_endpoint: String,
+    /// The publisher's Ed25519 signature (hex, as in a `.sig` file), stored next to the blob so
+    /// that `model_signing_key` can verify the pulled model at load.
+    pub signature: Option<String>,
+    /// `model_signing_key`: when set, `signature` must verify before anything is registered.
+    pub signing_key: Option<String>,
+}
+
+/// Checks `req.signature` over `digest` under `req.signing_key` (when both are set).
+fn check_signature(req: &PullRequest, digest: &[u8; 32]) -> Result<()> {
+    if let (Some(sig), Some(key)) = (&req.signature, &req.signing_key) {
+        let key = power_attest::model_seal::parse_verifying_key("model_signing_key", key)?;
+        power_attest::model_seal::verify(&key, digest, sig).map_err(|e| Error::Verification {
+            model: req.name.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Stores the pull's signature next to the blob: always when it was verified, otherwise only
+/// where the blob has none (an unverified signature never replaces another).
+fn store_signature(req: &PullRequest, m: &crate::store::Manifest) -> Result<()> {
+    let Some(sig) = &req.signature else {
+        return Ok(());
+    };
+    let p = power_attest::model_seal::sig_path(&m.path);
+    if req.signing_key.is_none() && p.exists() {
+        return Ok(());
+    }
+    std::fs::write(&p, format!("{sig}\n")).map_err(|e| Error::io(p, e))
 }
 
 /// Pulls in flight and their progress channels.
@@ -213,7 +243,10 @@ impl PullRegistry {
                 updated: now_unix(),
             };
             me.save(&status);
-            let result = me.run(&req, &tx, &mut status).await;
+            let result = me
+                .run(&req, &tx, &mut status)
+                .await
+                .and_then(|m| store_signature(&req, &m).map(|()| m));
             match result {
                 Ok(m) => {
                     status.status = "success".into();
@@ -331,6 +364,11 @@ impl PullRegistry {
         if !req.force
             && let Some(m) = self.store.get(&req.name)?
         {
+            let digest = hex::decode(&m.sha256)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| perr("corrupt manifest digest".into()))?;
+            check_signature(req, &digest)?;
             return Ok(m);
         }
         let client = reqwest::Client::builder()
@@ -370,6 +408,12 @@ impl PullRegistry {
             {
                 Ok((digest, size)) => {
                     let _ = tx.send(PullEvent::Verifying);
+                    if let Err(e) = check_signature(req, &digest) {
+                        // Nothing unverified stays behind.
+                        let _ = std::fs::remove_file(&partial);
+                        let _ = std::fs::remove_file(validator_path(&partial));
+                        return Err(e);
+                    }
                     let store = self.store.clone();
                     let name = req.name.clone();
                     let pin = req.pin.clone();

@@ -165,6 +165,9 @@ pub struct PullBody {
     /// `false` waits for the end and answers with one JSON object.
     #[serde(default)]
     stream: Option<bool>,
+    /// Ed25519 signature of the model (128 hex characters, the content of a `.sig` file).
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 pub async fn pull(
@@ -190,6 +193,14 @@ pub async fn pull(
         ),
         None => None,
     };
+    if let Some(s) = &b.signature
+        && (s.len() != 128 || hex::decode(s).is_err())
+    {
+        return Err(ApiError::bad_request(
+            "`signature` must be 128 hex characters (an Ed25519 signature from a3s-power seal)",
+        )
+        .param("signature"));
+    }
     let token = b
         .token
         .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()));
@@ -202,6 +213,8 @@ pub async fn pull(
             token,
             force: b.force,
             hf_endpoint: hf_endpoint(),
+            signature: b.signature.map(|s| s.to_ascii_lowercase()),
+            signing_key: st.cfg.model_signing_key.clone(),
         })
         .map_err(ApiError::from)?;
     let mut ev = crate::audit::AuditEvent::new("model.pull");

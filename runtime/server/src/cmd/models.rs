@@ -67,6 +67,8 @@ pub fn pull(a: PullArgs) -> Result<()> {
             token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
             force: a.force,
             hf_endpoint: hf_endpoint(),
+            signature: None,
+            signing_key: None,
         })?;
         loop {
             match rx.recv().await {

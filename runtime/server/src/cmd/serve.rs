@@ -125,6 +125,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         sub.init();
     }
+    if let Some(p) = cfg.vsock_port {
+        tracing::warn!(
+            port = p,
+            "vsock_port is set, but this build has no vsock transport: ignored"
+        );
+    }
     if let Some(t) = cfg.num_thread {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from harness import BIN, MODEL, MODELS, Server, assert_openai_error, clean_env, sha256, start_failure
+from harness import (BIN, MODEL, MODELS, FileServer, Server, assert_openai_error, clean_env, sha256,
+                     sse_events, start_failure)
 
 WRONG = "ab" * 32
 MSGS = [{"role": "user", "content": "hi"}]
@@ -156,6 +157,25 @@ def test_signatures_are_checked_at_load(tmp_path, sealed):
         st, text = s.post("/v1/models", {"name": "api/unsigned", "path": str(MODELS / "tiny-qwen2-q4_k_m.gguf")})
         assert st == 201, text
         assert_refused(s, "api/unsigned", "signature file")
+        # A pull carries the publisher's signature along; without one the model is refused.
+        files = FileServer()
+        try:
+            url = files.add("/good.gguf", paths["good"].read_bytes())
+            sig = (d / "good.gguf.sig").read_text().strip()
+            st, text = s.post("/v1/models/pull", {"name": "pulled/signed", "url": url, "signature": sig})
+            assert sse_events(text)[-1]["status"] == "success", text
+            st, text = chat(s, "pulled/signed")
+            assert st == 200, text
+            q4 = files.add("/q4.gguf", (MODELS / "tiny-qwen2-q4_k_m.gguf").read_bytes())
+            st, text = s.post("/v1/models/pull", {"name": "pulled/forged", "url": q4, "signature": sig})
+            last = sse_events(text)[-1]
+            assert last["status"] == "error" and "signature does not verify" in last["error"], text
+            assert s.get_json("/v1/models/pulled/forged")[0] == 404
+            assert not list((s.home / "models" / "partials").iterdir())
+            st, text = s.post("/v1/models/pull", {"name": "pulled/x", "url": url, "signature": "zz"})
+            assert st == 400 and assert_openai_error(text)["param"] == "signature", text
+        finally:
+            files.close()
     finally:
         s.stop()
 

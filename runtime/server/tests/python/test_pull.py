@@ -116,6 +116,21 @@ def test_pull_hugging_face_style_with_token(server, files):
     assert TOKEN not in json.dumps(status(server, "org/Tiny-GGUF:Q8_0")[1])
 
 
+def test_hf_token_from_the_environment(tmp_path, files):
+    files.repos["env/Repo-GGUF"] = ["repo-Q8_0.gguf"]
+    files.add("/env/Repo-GGUF/resolve/main/repo-Q8_0.gguf", DATA)
+    s = Server(tmp_path, env_extra={"HF_ENDPOINT": files.url, "HF_TOKEN": TOKEN})
+    files.token = TOKEN
+    try:
+        st, events = pull(s, {"name": "env/Repo-GGUF:Q8_0"})
+        assert events[-1]["status"] == "success", events
+        assert {r[3] for r in files.requests("/env/Repo-GGUF/resolve/main/repo-Q8_0.gguf")} == {f"Bearer {TOKEN}"}
+        assert TOKEN not in s.logs()
+    finally:
+        files.token = None
+        s.stop()
+
+
 def test_range_resume_after_a_dropped_connection(server, files):
     path = "/m/drop-once.gguf"
     url = files.add(path, DATA)
