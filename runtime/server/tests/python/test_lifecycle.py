@@ -54,9 +54,9 @@ def test_lru_eviction_respects_max_loaded_models(tmp_path):
 
 
 def test_a_busy_model_is_never_evicted(tmp_path):
-    # One slot for models; a stream padded to >= 6 s keeps `a` busy while `b` is asked for.
+    # One slot for models; a stream padded to >= 12 s keeps `a` busy while `b` is asked for.
     s = Server(tmp_path, config=models_config("ab", 'max_loaded_models = 1\nkeep_alive = "-1"\n'
-                                                     'timing_padding = "6s"\n'))
+                                                     'timing_padding = "12s"\n'))
     out = {}
     try:
         t = threading.Thread(target=lambda: out.update(r=s.post("/v1/chat/completions", {

@@ -57,7 +57,7 @@ def refused(port):
 
 
 def test_sigterm_completes_the_stream_refuses_new_connections_and_exits_0(tmp_path):
-    s = Server(tmp_path, extra='timing_padding = "8s"\n')
+    s = Server(tmp_path, extra='timing_padding = "12s"\n')
     st = Stream(s)
     st.start()
     assert st.first.wait(120) and st.error is None, st.error
