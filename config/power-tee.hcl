@@ -16,6 +16,7 @@ timing_padding = "250ms"        # responses take at least this long
 
 max_loaded_models = 1
 keep_alive = "-1"
+layer_streaming = true          # weights paged one layer at a time: peak RSS ~ one layer + KV
 num_parallel = 4
 max_concurrent_requests = 16
 rate_limit_rps = 10

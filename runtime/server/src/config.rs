@@ -106,6 +106,8 @@ pub struct Config {
     pub num_parallel: usize,
     pub use_mlock: bool,
     pub flash_attention: bool,
+    /// Touch weights one layer at a time and release them (peak RSS ≈ one layer + KV cache).
+    pub layer_streaming: bool,
     pub tee_mode: bool,
     pub redact_logs: bool,
     pub suppress_token_metrics: bool,
@@ -157,6 +159,7 @@ impl Default for Config {
             num_parallel: 1,
             use_mlock: false,
             flash_attention: false,
+            layer_streaming: false,
             tee_mode: false,
             redact_logs: false,
             suppress_token_metrics: false,
@@ -213,6 +216,7 @@ const SCALAR_KEYS: &[&str] = &[
     "num_parallel",
     "use_mlock",
     "flash_attention",
+    "layer_streaming",
     "tee_mode",
     "redact_logs",
     "suppress_token_metrics",
@@ -353,6 +357,7 @@ impl Config {
             "num_parallel" => self.num_parallel = uint(v, 1, 256).map_err(e)? as usize,
             "use_mlock" => self.use_mlock = boolean(v).map_err(e)?,
             "flash_attention" => self.flash_attention = boolean(v).map_err(e)?,
+            "layer_streaming" => self.layer_streaming = boolean(v).map_err(e)?,
             "tee_mode" => self.tee_mode = boolean(v).map_err(e)?,
             "redact_logs" => self.redact_logs = boolean(v).map_err(e)?,
             "suppress_token_metrics" => self.suppress_token_metrics = boolean(v).map_err(e)?,
@@ -601,6 +606,7 @@ fn env_value(key: &str, raw: &str) -> Value {
     let bools = [
         "use_mlock",
         "flash_attention",
+        "layer_streaming",
         "tee_mode",
         "redact_logs",
         "suppress_token_metrics",
@@ -712,6 +718,7 @@ port = 8080
 max_loaded_models = 2
 keep_alive = "-1"
 num_parallel = 4
+layer_streaming = true
 tee_mode = true
 redact_logs = true
 suppress_token_metrics = true
@@ -745,7 +752,7 @@ model "other" {
         assert_eq!(c.port, 8080);
         assert_eq!(c.keep_alive, KeepAlive::Forever);
         assert_eq!(c.num_parallel, 4);
-        assert!(c.tee_mode && c.redact_logs && c.ra_tls);
+        assert!(c.layer_streaming && c.tee_mode && c.redact_logs && c.ra_tls);
         assert_eq!(
             c.model_hashes["qwen:tiny"],
             "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"

@@ -207,7 +207,7 @@ fn load_blocking(cfg: &Config, manifest: Manifest, metrics: Metrics) -> Result<L
         manifest.path.clone()
     };
     let file = Arc::new(GgufFile::open(&path)?);
-    let model = Arc::new(Model::load(file.clone())?);
+    let model = Arc::new(Model::load(file.clone())?.with_layer_streaming(cfg.layer_streaming));
     let tokenizer = Tokenizer::from_metadata(file.metadata())?;
     let template = ChatTemplate::from_metadata(file.metadata()).ok();
     let train = model.config.n_ctx_train.max(16);
@@ -300,7 +300,12 @@ impl ModelPool {
         let loaded = tokio::task::spawn_blocking(move || load_blocking(&cfg, manifest, metrics))
             .await
             .map_err(|e| Error::Other(format!("model load task: {e}")))??;
-        tracing::info!(model = %name, ms = t0.elapsed().as_millis() as u64, "model loaded");
+        tracing::info!(
+            model = %name,
+            ms = t0.elapsed().as_millis() as u64,
+            layer_streaming = self.cfg.layer_streaming,
+            "model loaded"
+        );
         self.metrics.model_loads.with_label_values(&["load"]).inc();
         let m = Arc::new(loaded);
         m.active.fetch_add(1, Ordering::SeqCst);

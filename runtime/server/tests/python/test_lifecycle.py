@@ -105,3 +105,20 @@ def test_keep_alive_zero_unloads_after_each_request(tmp_path):
             assert loads(s, "load") == i and loads(s, "unload") == i
     finally:
         s.stop()
+
+
+def test_layer_streaming_serves_the_same_tokens(tmp_path):
+    """`layer_streaming = true` (what the operator sets for `layerStreaming`) changes how weights
+    are paged, never the result: greedy output equals the resident model's."""
+    outs = []
+    for streaming in ("false", "true"):
+        home = tmp_path / streaming
+        home.mkdir()
+        s = Server(home, config=models_config("a", f'layer_streaming = {streaming}\n'))
+        try:
+            text = chat(s, "a", max_tokens=12, temperature=0, seed=1)
+            outs.append(json.loads(text)["choices"][0]["message"]["content"])
+            assert f"layer_streaming={streaming}" in s.logs()
+        finally:
+            s.stop()
+    assert outs[0] and outs[0] == outs[1], outs
