@@ -116,12 +116,32 @@ pub async fn register(
     let store = st.store.clone();
     let name = req.name.clone();
     let path = req.path.clone();
+    let signing_key = st.cfg.model_signing_key.clone();
     let m = blocking(move || {
-        let m = store.register_copy(&name, &path, pin.as_deref())?;
-        // Keep the publisher's signature next to the blob.
+        // The publisher's signature travels with the file. With model_signing_key it must
+        // verify before anything is registered; without, it never replaces one already there.
         let sig = power_attest::model_seal::sig_path(&path);
-        if sig.is_file() {
-            let _ = std::fs::copy(&sig, power_attest::model_seal::sig_path(&m.path));
+        let sig_text = if sig.is_file() {
+            Some(std::fs::read_to_string(&sig).map_err(|e| crate::Error::io(&sig, e))?)
+        } else {
+            None
+        };
+        if let (Some(key), Some(text)) = (&signing_key, &sig_text) {
+            let key = power_attest::model_seal::parse_verifying_key("model_signing_key", key)?;
+            let digest = crate::store::sha256_file(&path)?;
+            power_attest::model_seal::verify(&key, &digest, text.trim()).map_err(|e| {
+                crate::Error::Verification {
+                    model: name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let m = store.register_copy(&name, &path, pin.as_deref())?;
+        if let Some(text) = sig_text {
+            let dst = power_attest::model_seal::sig_path(&m.path);
+            if signing_key.is_some() || !dst.exists() {
+                std::fs::write(&dst, text).map_err(|e| crate::Error::io(&dst, e))?;
+            }
         }
         Ok(m)
     })

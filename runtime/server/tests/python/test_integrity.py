@@ -157,6 +157,11 @@ def test_signatures_are_checked_at_load(tmp_path, sealed):
         st, text = s.post("/v1/models", {"name": "api/unsigned", "path": str(MODELS / "tiny-qwen2-q4_k_m.gguf")})
         assert st == 201, text
         assert_refused(s, "api/unsigned", "signature file")
+        # A file whose .sig does not verify is not registered (and its .sig goes nowhere).
+        st, text = s.post("/v1/models", {"name": "api/forged", "path": str(paths["forged"])})
+        assert st == 422 and "signature does not verify" in text, text
+        assert s.get_json("/v1/models/api/forged")[0] == 404
+        assert not (s.home / "models" / "blobs" / f"sha256-{sha256(paths['forged'].read_bytes())}.sig").exists()
         # A pull carries the publisher's signature along; without one the model is refused.
         files = FileServer()
         try:
