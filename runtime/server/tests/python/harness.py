@@ -70,7 +70,11 @@ def base_config(port, audit, model=MODEL):
 
 class Server:
     """`a3s-power serve` with `$A3S_POWER_HOME/config.hcl`. `config` replaces the default body
-    (use `{port}` and `{audit}` placeholders); `extra` is appended."""
+    (use `{port}` and `{audit}` placeholders); `extra` is appended. Every server started is
+    remembered in `Server.started`; conftest.py kills any still running when the session ends,
+    so a failing test never leaves one behind."""
+
+    started = []
 
     def __init__(self, tmp, extra="", env_extra=None, config=None, wait=True):
         if not BIN.exists():
@@ -87,6 +91,7 @@ class Server:
         env = dict(os.environ, A3S_POWER_HOME=str(self.home), A3S_POWER_LOG="debug", **(env_extra or {}))
         self.proc = subprocess.Popen([str(BIN), "serve"], stdout=open(self.log, "w"),
                                      stderr=subprocess.STDOUT, env=env)
+        Server.started.append(self)
         self.url = f"http://127.0.0.1:{self.port}"
         if wait:
             self.wait_ready()

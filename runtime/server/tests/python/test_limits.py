@@ -46,13 +46,10 @@ def test_concurrency_cap_counts_open_streams(tmp_path):
         # Health and metrics are not under /v1 and stay reachable.
         assert s.request("GET", "/health")[0] == 200
         assert s.metric("a3s_power_rate_limited_total", {"reason": "concurrency"}) >= 3
-    finally:
         for i in range(2):
             files.release(f"/held{i}.gguf")
         for t in threads:
             t.join(timeout=180)
-        files.close()
-    try:
         for i in range(2):
             st, body, _ = out[i]
             assert st == 200 and sse_events(body)[-1]["status"] == "success", body
@@ -60,6 +57,7 @@ def test_concurrency_cap_counts_open_streams(tmp_path):
         st, text = s.post("/v1/chat/completions", {"model": "tiny", "max_tokens": 2, "messages": MSGS})
         assert st == 200, text
     finally:
+        files.close()  # releases held transfers
         s.stop()
 
 
