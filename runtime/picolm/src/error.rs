@@ -30,6 +30,10 @@ pub enum Error {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
+    /// The model's bytes could not be produced: a read failed, or a streaming source (an
+    /// encrypted file) refused a range. The message names the source and the range.
+    #[error("model source: {0}")]
+    Source(String),
     /// A request asks for something the loaded model cannot do (too long, bad parameter).
     #[error("invalid request: {0}")]
     Request(String),

@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 use crate::error::{Error, Result};
 use crate::model::{Config, Model, RopeStyle, Weight};
 use crate::quant::{self, GgmlType};
+use crate::stream::Staging;
 
 /// The FP16 key/value cache of one sequence: `[layer][position][kv_dim]` for K and for V.
 pub struct KvCache {
@@ -171,6 +172,8 @@ pub struct Scratch {
     head: Vec<f32>,
     /// Context the workers' attention buffers are sized for.
     attn_ctx: usize,
+    /// Plaintext weights staged from a streaming source, wiped after each use.
+    stage: Staging,
 }
 
 impl Drop for Scratch {
@@ -474,31 +477,19 @@ impl Model {
         }
 
         // Token embeddings: dequantize the rows.
-        let emb = self.tok_embd.bytes(file);
-        let erb = self.tok_embd.row_bytes;
         let mut r = 0;
         for e in entries {
             for &t in &tokens[e.tokens.clone()] {
-                let t = t as usize;
-                quant::dequantize(
-                    self.tok_embd.ty,
-                    &emb[t * erb..(t + 1) * erb],
-                    &mut s.x[r * d..(r + 1) * d],
-                )
-                .map_err(|e| Error::Quant(e.to_string()))?;
-                if self.layer_streaming {
-                    self.file.release(self.tok_embd.offset + t * erb, erb);
-                }
+                self.embed_token(t as usize, &mut s.x[r * d..(r + 1) * d], file, &mut s.stage)?;
                 r += 1;
             }
         }
 
         let kv_group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        for (l, layer) in self.layers.iter().enumerate() {
-            if self.layer_streaming {
-                self.prefetch_layer(l);
-            }
+        for l in 0..self.layers.len() {
+            // The file and the layer, or the layer staged from a streaming source.
+            let (file, layer) = self.layer_weights(l, file, &mut s.stage)?;
             // Attention block.
             rms_norm(
                 &s.x[..n * d],
@@ -638,11 +629,7 @@ impl Model {
                 &mut s.mm,
             );
             add_tmp(&mut s.x[..n * d], &s.tmp[..n * d]);
-            if self.layer_streaming {
-                for w in layer.weights() {
-                    self.file.release(w.offset, w.size);
-                }
-            }
+            self.finish_layer(l, &mut s.stage);
         }
         for e in entries {
             caches[e.cache].len += e.tokens.len();
@@ -673,7 +660,8 @@ impl Model {
             OutputKind::Logits => {
                 s.xq.load(self.output.ty, &s.xn, n_out, d)?;
                 if self.layer_streaming {
-                    self.output_head_streaming(file, &s.xq, n_out, out, &mut s.head, &mut s.mm);
+                    let (xq, head, mm) = (&s.xq, &mut s.head, &mut s.mm);
+                    self.output_head_streaming(file, xq, n_out, out, head, mm, &mut s.stage)?;
                 } else {
                     matmul(file, &self.output, &s.xq, n_out, out, &mut s.mm);
                 }
@@ -688,7 +676,9 @@ impl Model {
 const HEAD_CHUNK_BYTES: usize = 4 << 20;
 
 impl Model {
-    /// The LM head in row chunks, each released as soon as it has been used.
+    /// The LM head in row chunks, each released (or, staged from a streaming source, wiped)
+    /// as soon as it has been used.
+    #[allow(clippy::too_many_arguments)]
     fn output_head_streaming(
         &self,
         file: &[u8],
@@ -697,31 +687,25 @@ impl Model {
         out: &mut [f32],
         head: &mut Vec<f32>,
         mm: &mut Vec<f32>,
-    ) {
+        stage: &mut Staging,
+    ) -> Result<()> {
         let w = &self.output;
         let nv = w.rows;
         let rows_per = (HEAD_CHUNK_BYTES / w.row_bytes.max(1)).clamp(64, nv.max(64));
         let mut r0 = 0;
         while r0 < nv {
             let rows = rows_per.min(nv - r0);
-            let part = Weight {
-                name: String::new(),
-                ty: w.ty,
-                rows,
-                cols: w.cols,
-                offset: w.offset + r0 * w.row_bytes,
-                size: rows * w.row_bytes,
-                row_bytes: w.row_bytes,
-            };
+            let (bytes, part) = self.head_rows(r0, rows, file, stage)?;
             grow(head, n_out * rows);
-            matmul(file, &part, xq, n_out, &mut head[..n_out * rows], mm);
+            matmul(bytes, &part, xq, n_out, &mut head[..n_out * rows], mm);
             for b in 0..n_out {
                 out[b * nv + r0..b * nv + r0 + rows]
                     .copy_from_slice(&head[b * rows..(b + 1) * rows]);
             }
-            self.file.release(part.offset, part.size);
+            self.finish_head_rows(&part, stage);
             r0 += rows;
         }
+        Ok(())
     }
 }
 

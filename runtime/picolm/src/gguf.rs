@@ -4,20 +4,21 @@
 //! file) by a bounds-checked cursor. Every count, length, offset and shape coming from the file
 //! is validated before it is used, and no allocation is ever sized by a number from the file
 //! without first checking that the file actually holds that many bytes. Tensor data is never
-//! copied: [`GgufFile::tensor_data`] returns a slice of the map.
+//! copied from a resident source: [`GgufFile::tensor_data`] returns a slice of the map. The
+//! header can also be parsed from a prefix of a streaming source ([`GgufHeader::parse_prefix`]).
 //!
 //! Layout (all little-endian): magic `GGUF`, u32 version, u64 tensor count, u64 metadata count,
 //! metadata key/value pairs, tensor infos, padding to `general.alignment` (default 32), data.
 
-#![allow(unsafe_code)] // one mmap, see `GgufFile::open`
-
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
+use crate::source::{ByteSource, MmapSource, slice_range};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -313,7 +314,22 @@ impl GgufHeader {
     /// Parse and validate the header from the complete file contents. Tensor data ranges are
     /// checked against `bytes.len()`.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut c = Cursor { buf: bytes, pos: 0 };
+        Self::parse_from(&mut Cursor::new(bytes, bytes.len() as u64))
+    }
+
+    /// Parse from `prefix`, the first bytes of a file of `file_len` bytes (a streaming source
+    /// reads the header without the tensor data). `Ok(None)`: the header runs past `prefix`;
+    /// read a longer prefix and try again. Tensor data ranges are checked against `file_len`.
+    pub fn parse_prefix(prefix: &[u8], file_len: u64) -> Result<Option<Self>> {
+        let mut c = Cursor::new(prefix, file_len);
+        match Self::parse_from(&mut c) {
+            Ok(h) => Ok(Some(h)),
+            Err(_) if c.short => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse_from(c: &mut Cursor<'_>) -> Result<Self> {
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
             return Err(Error::gguf(
@@ -390,7 +406,7 @@ impl GgufHeader {
         }
         let data_offset = align_up(c.pos as u64, alignment)
             .ok_or_else(|| Error::gguf(c.pos as u64, "data offset overflows"))?;
-        let file_len = bytes.len() as u64;
+        let file_len = c.file_len;
         if n_tensors > 0 && data_offset > file_len {
             return Err(Error::gguf(
                 c.pos as u64,
@@ -478,18 +494,39 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
     Some(x.checked_add(a - 1)? / a * a)
 }
 
-/// A bounds-checked little-endian reader.
+/// A bounds-checked little-endian reader over the first `buf.len()` bytes of a file of
+/// `file_len` bytes (usually the whole file).
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    file_len: u64,
+    /// A read failed only because `buf` ends before the file does.
+    short: bool,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8], file_len: u64) -> Self {
+        Cursor {
+            buf,
+            pos: 0,
+            file_len: file_len.max(buf.len() as u64),
+            short: false,
+        }
+    }
+
+    /// Bytes left in the file (not only in `buf`): bounds counts and lengths.
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        usize::try_from(self.file_len - self.pos as u64).unwrap_or(usize::MAX)
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if n > self.buf.len() - self.pos && n <= self.remaining() {
+            self.short = true;
+            return Err(Error::gguf(
+                self.pos as u64,
+                format!("{what} lies past the bytes read so far"),
+            ));
+        }
         if n > self.remaining() {
             return Err(Error::gguf(
                 self.pos as u64,
@@ -610,10 +647,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// A GGUF file mapped into memory.
+/// First header read from a streaming source; grown 4x until the header fits.
+const HEADER_PREFIX: usize = 1 << 20;
+
+/// A GGUF file: its parsed header and the [`ByteSource`] its bytes come from (usually a
+/// read-only mmap, see [`GgufFile::open`]).
 pub struct GgufFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    source: Box<dyn ByteSource>,
     header: GgufHeader,
 }
 
@@ -621,33 +662,74 @@ impl fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GgufFile")
             .field("path", &self.path)
-            .field("len", &self.map.len())
+            .field("source", &self.source)
             .field("version", &self.header.version)
             .field("tensors", &self.header.tensors.len())
             .finish()
     }
 }
 
+/// A tensor's bytes: borrowed from a resident source, or read from a streaming one into a
+/// buffer that is wiped when dropped.
+#[derive(Debug)]
+pub enum TensorBytes<'a> {
+    Borrowed(&'a [u8]),
+    Read(Zeroizing<Vec<u8>>),
+}
+
+impl std::ops::Deref for TensorBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TensorBytes::Borrowed(b) => b,
+            TensorBytes::Read(v) => v,
+        }
+    }
+}
+
 impl GgufFile {
+    /// Map a plaintext GGUF file read-only.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this process. Another process truncating
-        // the file underneath us would fault (SIGBUS); model files are immutable blobs in the
-        // content-addressed store, which is the same assumption llama.cpp makes.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let header = GgufHeader::parse(&map).map_err(|e| match e {
+        let path = path.as_ref();
+        Self::from_source(path, Box::new(MmapSource::open(path)?))
+    }
+
+    /// A GGUF file whose bytes come from `source`; `path` names it in errors. A streaming
+    /// source is asked for the header only (a growing prefix), never for tensor data here.
+    pub fn from_source(path: impl Into<PathBuf>, source: Box<dyn ByteSource>) -> Result<Self> {
+        let path = path.into();
+        let name = |e: Error| match e {
             Error::Gguf { offset, what } => Error::Gguf {
                 offset,
                 what: format!("{}: {what}", path.display()),
             },
             other => other,
-        })?;
-        Ok(GgufFile { path, map, header })
+        };
+        let header = match source.resident() {
+            Some(bytes) => GgufHeader::parse(bytes).map_err(name)?,
+            None => {
+                let len = source.len();
+                let mut want = usize::try_from(len).map_or(HEADER_PREFIX, |l| l.min(HEADER_PREFIX));
+                loop {
+                    // The header holds the tokenizer and other plaintext metadata: wipe the copy.
+                    let mut prefix = Zeroizing::new(vec![0u8; want]);
+                    source.read_at(0, &mut prefix)?;
+                    if let Some(h) = GgufHeader::parse_prefix(&prefix, len).map_err(name)? {
+                        break h;
+                    }
+                    if want as u64 >= len {
+                        return Err(name(Error::gguf(0, "header does not fit in the file")));
+                    }
+                    want = usize::try_from(len)
+                        .map_or(want.saturating_mul(4), |l| l.min(want.saturating_mul(4)));
+                }
+            }
+        };
+        Ok(GgufFile {
+            path,
+            source,
+            header,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -667,52 +749,48 @@ impl GgufFile {
     }
     /// File size in bytes.
     pub fn len(&self) -> u64 {
-        self.map.len() as u64
+        self.source.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.source.is_empty()
     }
-    /// The whole mapping (for madvise-based residency control).
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
+    pub fn source(&self) -> &dyn ByteSource {
+        self.source.as_ref()
+    }
+    /// The whole file when its source is resident (mmap, memory); `None` when streaming.
+    pub fn resident(&self) -> Option<&[u8]> {
+        self.source.resident()
+    }
+    /// Bytes `[offset, offset + buf.len())`, from whatever the source is.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.source.read_at(offset, buf)
     }
 
-    /// Drop the pages backing `[offset, offset + len)` from this process's resident set
-    /// (`madvise(MADV_DONTNEED)`): layer streaming calls this after each layer. The kernel
-    /// reads them again from the file (usually from the page cache) on the next access.
+    /// Residency hint after use: an mmap drops the pages (`madvise(MADV_DONTNEED)`); layer
+    /// streaming calls this after each layer.
     pub fn release(&self, offset: usize, len: usize) {
-        if len == 0 || offset.saturating_add(len) > self.map.len() {
-            return;
-        }
-        // SAFETY: the mapping is private and read-only over an immutable file, so dropped
-        // pages come back with the same contents: no reference into the map can observe a
-        // change. Failure only means the pages stay resident.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
-        };
+        self.source.release(offset as u64, len as u64);
     }
 
-    /// Ask the kernel to map `[offset, offset + len)` ahead of use (`MADV_POPULATE_READ`,
-    /// falling back to `MADV_WILLNEED` on kernels without it).
+    /// Residency hint before use: an mmap populates the pages (`MADV_POPULATE_READ`).
     pub fn prefetch(&self, offset: usize, len: usize) {
-        if len == 0 || offset.saturating_add(len) > self.map.len() {
-            return;
-        }
-        if self
-            .map
-            .advise_range(memmap2::Advice::PopulateRead, offset, len)
-            .is_err()
-        {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::WillNeed, offset, len);
-        }
+        self.source.prefetch(offset as u64, len as u64);
     }
 
-    /// The tensor's bytes, borrowed from the map. Ranges were validated at parse time.
-    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        &self.map[t.offset as usize..(t.offset + t.size) as usize]
+    /// The tensor's bytes: borrowed from a resident source, read from a streaming one.
+    /// Ranges were validated at parse time.
+    pub fn tensor_data(&self, t: &TensorInfo) -> Result<TensorBytes<'_>> {
+        let len = usize::try_from(t.size)
+            .map_err(|_| Error::tensor(&t.name, "size does not fit in memory"))?;
+        match self.source.resident() {
+            Some(b) => slice_range(&self.path.display().to_string(), b, t.offset, len)
+                .map(TensorBytes::Borrowed),
+            None => {
+                let mut v = Zeroizing::new(vec![0u8; len]);
+                self.source.read_at(t.offset, &mut v)?;
+                Ok(TensorBytes::Read(v))
+            }
+        }
     }
 }
 
@@ -895,6 +973,36 @@ mod tests {
             // Truncation inside padding before the data is fine only if no tensor reaches it.
             assert!(r.is_err() || n >= data_start, "prefix of {n} bytes parsed");
         }
+    }
+
+    #[test]
+    fn a_prefix_asks_for_more_until_the_header_fits() {
+        let bytes = sample().build();
+        let full = GgufHeader::parse(&bytes).unwrap();
+        // Tensor infos end before the alignment padding; from there on the prefix suffices.
+        let mut first_ok = None;
+        for n in 0..=bytes.len() {
+            match GgufHeader::parse_prefix(&bytes[..n], bytes.len() as u64) {
+                Ok(None) => assert!(
+                    first_ok.is_none(),
+                    "prefix {n}: asked for more after fitting"
+                ),
+                Ok(Some(h)) => {
+                    first_ok.get_or_insert(n);
+                    assert_eq!(h.tensors, full.tensors, "prefix {n}");
+                    assert_eq!(h.data_offset, full.data_offset);
+                }
+                Err(e) => panic!("prefix {n}: {e}"),
+            }
+        }
+        assert!(first_ok.is_some_and(|n| n <= full.data_offset as usize));
+        // A real error in the prefix is an error, not a request for more.
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(GgufHeader::parse_prefix(&bad[..16], bad.len() as u64).is_err());
+        // Tensor data past the end of the (declared) file is still refused.
+        let short = bytes.len() as u64 - 4;
+        assert!(GgufHeader::parse_prefix(&bytes[..full.data_offset as usize], short).is_err());
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Model hyper-parameters and weights, read from GGUF metadata and validated against the
 //! tensor shapes before anything runs.
 //!
-//! Weights are not copied: a [`Weight`] records where a tensor's bytes live in the mapped file.
-//! Only the small 1-D tensors (norms, biases) are converted to `f32` at load time.
+//! Weights are not copied: a [`Weight`] records where a tensor's bytes live in the file. Only
+//! the small 1-D tensors (norms, biases) are converted to `f32` at load time. A model on a
+//! streaming source (see [`crate::source`]) also keeps, per layer, where its matrices go in the
+//! staging buffer ([`crate::stream`]).
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Metadata, TensorInfo};
 use crate::quant::{self, GgmlType};
+use crate::stream::StagedLayer;
 
 /// Transformer families picolm runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +234,8 @@ impl Weight {
         })
     }
 
-    /// The weight's bytes within the file map.
+    /// The weight's bytes within `file`: the resident file, or the staging buffer its offset
+    /// was re-addressed into.
     #[inline]
     pub fn bytes<'a>(&self, file: &'a [u8]) -> &'a [u8] {
         &file[self.offset..self.offset + self.size]
@@ -266,8 +270,11 @@ pub struct Model {
     pub output: Weight,
     pub layers: Vec<Layer>,
     /// Touch weights one layer at a time and release them after use (O(layer) resident
-    /// memory instead of O(model)); see [`Model::with_layer_streaming`].
+    /// memory instead of O(model)); see [`Model::with_layer_streaming`]. Always on for a
+    /// streaming source.
     pub layer_streaming: bool,
+    /// Streaming source only: per layer, its runs in the file and its staged addressing.
+    pub(crate) staged: Vec<StagedLayer>,
 }
 
 impl Layer {
@@ -289,8 +296,10 @@ impl Model {
     /// Layer streaming: each layer's weights are released (`MADV_DONTNEED`) once the layer
     /// has run, and the output head is processed in row chunks released the same way, so the
     /// resident set stays near one layer plus the KV cache however large the file is.
+    /// A streaming source (an encrypted file) is always streamed: its layers are staged one at
+    /// a time into a wiped buffer whatever `on` says.
     pub fn with_layer_streaming(mut self, on: bool) -> Self {
-        self.layer_streaming = on;
+        self.layer_streaming = on || self.is_staged();
         self
     }
 
@@ -339,7 +348,7 @@ impl Model {
                 ));
             }
             let mut out = vec![0f32; len];
-            quant::dequantize(t.ty, file.tensor_data(t), &mut out)
+            quant::dequantize(t.ty, &file.tensor_data(t)?, &mut out)
                 .map_err(|e| Error::tensor(name, e.to_string()))?;
             Ok(out)
         };
@@ -378,6 +387,15 @@ impl Model {
             layers.push(layer);
         }
         let output_norm = vec("output_norm.weight", c.n_embd)?;
+        let streaming = file.resident().is_none();
+        let staged = if streaming {
+            layers
+                .iter()
+                .map(StagedLayer::plan)
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Model {
             file,
             config,
@@ -385,14 +403,16 @@ impl Model {
             output_norm,
             output,
             layers,
-            layer_streaming: false,
+            layer_streaming: streaming,
+            staged,
         })
     }
 
-    /// The mapped file's bytes.
+    /// The resident file's bytes; empty for a streaming source, whose weights are staged per
+    /// layer instead (see [`crate::stream`]).
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        self.file.bytes()
+        self.file.resident().unwrap_or(&[])
     }
 
     /// Bytes of weights read per decoded token (the memory-bandwidth bound of decode).

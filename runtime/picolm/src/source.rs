@@ -1,0 +1,216 @@
+//! Where a model's bytes come from.
+//!
+//! The GGUF reader and the forward pass read a model through one small trait, [`ByteSource`]:
+//! "give me bytes `[offset, offset + len)`". A source is either
+//!
+//! - **resident**: its whole content is addressable ([`ByteSource::resident`]); weights are read
+//!   in place, with no copy. [`MmapSource`] (a read-only map of a plaintext file) and
+//!   [`MemorySource`] (bytes someone else holds, e.g. decrypted plaintext in locked memory) are
+//!   resident. Layer streaming on an mmap drops each layer's pages after use.
+//! - **streaming**: only [`ByteSource::read_at`] works. The engine copies one layer's matrices
+//!   (or one slice of the output head, or one embedding row) into a reusable buffer, runs it,
+//!   and wipes the buffer (see [`crate::stream`]). The encrypted-model source of `a3s-power`
+//!   is one: it decrypts only the chunks covering the requested range.
+//!
+//! picolm knows nothing of keys or ciphers. A source's errors say which bytes failed and why;
+//! they must never contain the bytes themselves.
+
+#![allow(unsafe_code)] // one mmap and its madvise calls, see `MmapSource`
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A model's bytes, resident or produced on demand. See the module documentation.
+pub trait ByteSource: Send + Sync + fmt::Debug {
+    /// Total length in bytes.
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole content when it is addressable in memory; `None` for a streaming source.
+    fn resident(&self) -> Option<&[u8]>;
+
+    /// Fill `buf` with bytes `[offset, offset + buf.len())`. A range past the end is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Hint: `[offset, offset + len)` is not needed for a while.
+    fn release(&self, _offset: u64, _len: u64) {}
+
+    /// Hint: `[offset, offset + len)` is needed next.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
+}
+
+/// `[offset, offset + len)` of `bytes`, or an error naming `what` and the range.
+pub fn slice_range<'a>(what: &str, bytes: &'a [u8], offset: u64, len: usize) -> Result<&'a [u8]> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|o| Some(o..o.checked_add(len)?))
+        .and_then(|r| bytes.get(r))
+        .ok_or_else(|| {
+            Error::Source(format!(
+                "{what}: range {offset}+{len} is beyond the end ({} bytes)",
+                bytes.len()
+            ))
+        })
+}
+
+/// A plaintext file mapped read-only into memory.
+pub struct MmapSource {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl fmt::Debug for MmapSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmapSource")
+            .field("path", &self.path)
+            .field("len", &self.map.len())
+            .finish()
+    }
+}
+
+impl MmapSource {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process. Another process truncating
+        // the file underneath us would fault (SIGBUS); model files are immutable blobs in the
+        // content-addressed store, which is the same assumption llama.cpp makes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Ok(MmapSource { path, map })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Option<(usize, usize)> {
+        let o = usize::try_from(offset).ok()?;
+        let l = usize::try_from(len).ok()?;
+        (l > 0 && o.checked_add(l)? <= self.map.len()).then_some((o, l))
+    }
+}
+
+impl ByteSource for MmapSource {
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn resident(&self) -> Option<&[u8]> {
+        Some(&self.map)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let what = self.path.display().to_string();
+        buf.copy_from_slice(slice_range(&what, &self.map, offset, buf.len())?);
+        Ok(())
+    }
+
+    /// Drop the pages backing the range from this process's resident set
+    /// (`madvise(MADV_DONTNEED)`); the kernel reads them again from the file (usually from the
+    /// page cache) on the next access.
+    fn release(&self, offset: u64, len: u64) {
+        let Some((o, l)) = self.range(offset, len) else {
+            return;
+        };
+        // SAFETY: the mapping is private and read-only over an immutable file, so dropped
+        // pages come back with the same contents: no reference into the map can observe a
+        // change. Failure only means the pages stay resident.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, o, l)
+        };
+    }
+
+    /// Map the range ahead of use (`MADV_POPULATE_READ`, falling back to `MADV_WILLNEED` on
+    /// kernels without it).
+    fn prefetch(&self, offset: u64, len: u64) {
+        let Some((o, l)) = self.range(offset, len) else {
+            return;
+        };
+        if self
+            .map
+            .advise_range(memmap2::Advice::PopulateRead, o, l)
+            .is_err()
+        {
+            let _ = self.map.advise_range(memmap2::Advice::WillNeed, o, l);
+        }
+    }
+}
+
+/// Bytes held by the caller (a `Vec<u8>`, or plaintext in locked, zeroize-on-drop memory),
+/// used in place.
+pub struct MemorySource<T> {
+    name: String,
+    bytes: T,
+}
+
+impl<T: AsRef<[u8]>> fmt::Debug for MemorySource<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemorySource")
+            .field("name", &self.name)
+            .field("len", &self.bytes.as_ref().len())
+            .finish()
+    }
+}
+
+impl<T: AsRef<[u8]>> MemorySource<T> {
+    /// `name` appears in error messages (a path, never the content).
+    pub fn new(name: impl Into<String>, bytes: T) -> Self {
+        MemorySource {
+            name: name.into(),
+            bytes,
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + Send + Sync> ByteSource for MemorySource<T> {
+    fn len(&self) -> u64 {
+        self.bytes.as_ref().len() as u64
+    }
+
+    fn resident(&self) -> Option<&[u8]> {
+        Some(self.bytes.as_ref())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        buf.copy_from_slice(slice_range(
+            &self.name,
+            self.bytes.as_ref(),
+            offset,
+            buf.len(),
+        )?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_past_the_end_are_errors_not_panics() {
+        let s = MemorySource::new("mem", vec![1u8, 2, 3, 4]);
+        let mut b = [0u8; 2];
+        s.read_at(2, &mut b).expect("in range");
+        assert_eq!(b, [3, 4]);
+        for (off, len) in [(3u64, 2usize), (5, 0), (u64::MAX, 1), (u64::MAX - 1, 4)] {
+            let mut b = vec![0u8; len];
+            let e = s
+                .read_at(off, &mut b)
+                .expect_err("out of range")
+                .to_string();
+            assert!(e.contains("mem") && e.contains(&off.to_string()), "{e}");
+        }
+        assert!(s.read_at(4, &mut []).is_ok(), "an empty read at the end");
+    }
+}
