@@ -12,15 +12,18 @@
 //! and whether it is last, and each file has its own random nonce prefix: truncation, extension,
 //! reordering, splicing between files, header edits and a wrong key all fail. Decryption modes:
 //! memory (locked, zeroized), temporary file (overwritten and removed on drop) and streaming
-//! (only the chunks covering a byte range, each in a zeroizing buffer).
+//! (only the chunks covering a byte range: [`EncryptedModel::read_into`] decrypts them in place
+//! in the caller's buffer, the partial ones at the range's edges through a zeroizing buffer).
+//! Errors name the file, the chunk and its offsets, never plaintext or key material.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -237,7 +240,15 @@ impl Header {
     pub fn file_len(&self) -> u64 {
         HEADER_LEN as u64 + self.plaintext_len + self.chunk_count() * TAG_LEN as u64
     }
-    fn chunk_plain_len(&self, i: u64) -> usize {
+    /// Plaintext offset of chunk `i`.
+    pub fn chunk_start(&self, i: u64) -> u64 {
+        i * self.chunk_size as u64
+    }
+    /// `.enc` file offset of chunk `i` (its ciphertext, then its tag).
+    pub fn chunk_file_offset(&self, i: u64) -> u64 {
+        HEADER_LEN as u64 + i * (self.chunk_size as u64 + TAG_LEN as u64)
+    }
+    pub fn chunk_plain_len(&self, i: u64) -> usize {
         let start = i * self.chunk_size as u64;
         (self.plaintext_len - start).min(self.chunk_size as u64) as usize
     }
@@ -327,6 +338,9 @@ pub struct EncryptedModel {
     path: PathBuf,
     pub header: Header,
     key: ModelKey,
+    /// Streaming mode: a chunk only partly inside a requested range is decrypted here (one
+    /// chunk, allocated on first use, wiped after each use).
+    edge: Mutex<Zeroizing<Vec<u8>>>,
 }
 
 impl EncryptedModel {
@@ -348,13 +362,113 @@ impl EncryptedModel {
                 header.file_len()
             )));
         }
-        let key = keys.key_for(&header.key_id)?;
+        let key = keys.key_for(&header.key_id).map_err(|e| match e {
+            Error::Key {
+                source_name,
+                reason,
+            } => Error::Key {
+                source_name,
+                reason: format!("{}: {reason}", path.display()),
+            },
+            other => other,
+        })?;
         Ok(EncryptedModel {
             file,
             path: path.to_path_buf(),
             header,
             key,
+            edge: Mutex::new(Zeroizing::new(Vec::new())),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Decrypt chunk `i` in place: `buf` (exactly the chunk's plaintext length) receives its
+    /// ciphertext, then its plaintext once the tag verifies. On failure `buf` is zeroed.
+    fn decrypt_chunk_into(&self, cipher: &Aes256Gcm, i: u64, buf: &mut [u8]) -> Result<()> {
+        let h = &self.header;
+        let off = h.chunk_file_offset(i);
+        let (p0, p1) = (h.chunk_start(i), h.chunk_start(i) + buf.len() as u64);
+        let mut tag = [0u8; TAG_LEN];
+        let read = self
+            .file
+            .read_exact_at(buf, off)
+            .and_then(|()| self.file.read_exact_at(&mut tag, off + buf.len() as u64));
+        if let Err(e) = read {
+            buf.zeroize();
+            return Err(Error::Encrypted(format!(
+                "{}: chunk {i} (file offset {off}): {e}",
+                self.path.display()
+            )));
+        }
+        cipher
+            .decrypt_in_place_detached(&Nonce::from(h.nonce(i)), &h.aad(i), buf, &Tag::from(tag))
+            .map_err(|_| {
+                buf.zeroize();
+                Error::Encrypted(format!(
+                    "{}: chunk {i} of {} (file offset {off}, plaintext bytes {p0}..{p1}) fails \
+                     authentication: wrong key, or the file was edited, truncated, reordered or \
+                     spliced",
+                    self.path.display(),
+                    h.chunk_count()
+                ))
+            })
+    }
+
+    /// Streaming mode without allocation: plaintext bytes `[offset, offset + out.len())` into
+    /// `out`, decrypting and authenticating exactly the chunks that cover them. Chunks wholly
+    /// inside the range are decrypted in place in `out`; the one or two at its edges go
+    /// through a zeroizing buffer. On error, `out` is zeroed.
+    pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        let h = &self.header;
+        let end = offset
+            .checked_add(out.len() as u64)
+            .filter(|e| *e <= h.plaintext_len)
+            .ok_or_else(|| {
+                Error::Encrypted(format!(
+                    "{}: range {offset}+{} beyond plaintext length {}",
+                    self.path.display(),
+                    out.len(),
+                    h.plaintext_len
+                ))
+            })?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let r = self.read_chunks(offset, end, out);
+        if r.is_err() {
+            out.zeroize();
+        }
+        r
+    }
+
+    fn read_chunks(&self, offset: u64, end: u64, out: &mut [u8]) -> Result<()> {
+        let h = &self.header;
+        let cipher = self.key.cipher();
+        let cs = h.chunk_size as u64;
+        for i in offset / cs..=(end - 1) / cs {
+            let (base, n) = (h.chunk_start(i), h.chunk_plain_len(i));
+            let (a, b) = (offset.max(base), end.min(base + n as u64));
+            let dst = &mut out[(a - offset) as usize..(b - offset) as usize];
+            if a == base && b == base + n as u64 {
+                self.decrypt_chunk_into(&cipher, i, dst)?;
+                continue;
+            }
+            let mut edge = self
+                .edge
+                .lock()
+                .map_err(|_| Error::Encrypted("edge buffer poisoned".into()))?;
+            if edge.len() < n {
+                edge.zeroize();
+                *edge = Zeroizing::new(vec![0u8; h.chunk_size as usize]);
+            }
+            self.decrypt_chunk_into(&cipher, i, &mut edge[..n])?;
+            dst.copy_from_slice(&edge[(a - base) as usize..(b - base) as usize]);
+            edge[..n].zeroize();
+        }
+        Ok(())
     }
 
     pub fn plaintext_len(&self) -> u64 {
@@ -365,100 +479,106 @@ impl EncryptedModel {
     pub fn decrypt_chunk(&self, i: u64) -> Result<Zeroizing<Vec<u8>>> {
         if i >= self.header.chunk_count() {
             return Err(Error::Encrypted(format!(
-                "chunk {i} out of range (0..{})",
+                "{}: chunk {i} out of range (0..{})",
+                self.path.display(),
                 self.header.chunk_count()
             )));
         }
-        let n = self.header.chunk_plain_len(i) + TAG_LEN;
-        let off = HEADER_LEN as u64 + i * (self.header.chunk_size as u64 + TAG_LEN as u64);
-        let mut ct = vec![0u8; n];
-        self.file
-            .read_exact_at(&mut ct, off)
-            .map_err(|e| Error::io(self.path.display(), e))?;
-        self.key
-            .cipher()
-            .decrypt(
-                &Nonce::from(self.header.nonce(i)),
-                Payload {
-                    msg: &ct,
-                    aad: &self.header.aad(i),
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| {
-                Error::Encrypted(format!(
-                    "{}: chunk {i} fails authentication (wrong key, edited, reordered or spliced)",
-                    self.path.display()
-                ))
-            })
+        let mut buf = Zeroizing::new(vec![0u8; self.header.chunk_plain_len(i)]);
+        self.decrypt_chunk_into(&self.key.cipher(), i, &mut buf)?;
+        Ok(buf)
     }
 
-    /// Streaming mode: plaintext bytes `offset..offset+len`, decrypting only the chunks covering it.
+    /// Streaming mode: plaintext bytes `offset..offset+len` in a new zeroizing buffer,
+    /// decrypting only the chunks covering them (see [`EncryptedModel::read_into`]).
     pub fn read_range(&self, offset: u64, len: usize) -> Result<Zeroizing<Vec<u8>>> {
-        let end = offset
+        if offset
             .checked_add(len as u64)
-            .filter(|e| *e <= self.header.plaintext_len)
-            .ok_or_else(|| {
-                Error::Encrypted(format!(
-                    "range {offset}+{len} beyond plaintext length {}",
-                    self.header.plaintext_len
-                ))
-            })?;
-        let mut out = Zeroizing::new(Vec::with_capacity(len));
-        if len == 0 {
-            return Ok(out);
+            .is_none_or(|e| e > self.header.plaintext_len)
+        {
+            return Err(Error::Encrypted(format!(
+                "{}: range {offset}+{len} beyond plaintext length {}",
+                self.path.display(),
+                self.header.plaintext_len
+            )));
         }
-        let cs = self.header.chunk_size as u64;
-        for i in offset / cs..=(end - 1) / cs {
-            let c = self.decrypt_chunk(i)?;
-            let base = i * cs;
-            let a = offset.saturating_sub(base) as usize;
-            let b = ((end - base) as usize).min(c.len());
-            out.extend_from_slice(&c[a..b]);
-        }
+        let mut out = Zeroizing::new(vec![0u8; len]);
+        self.read_into(offset, &mut out)?;
         Ok(out)
     }
 
-    /// Decrypt every chunk in order, feeding `sink`, and check the plaintext SHA-256 against `pinned`.
+    /// Decrypt every chunk in order, feeding `sink`, and check the plaintext SHA-256 against
+    /// `pinned`. One chunk-sized zeroizing buffer is reused.
     pub fn for_each_chunk(
         &self,
         pinned: Option<&[u8; 32]>,
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<[u8; 32]> {
+        let cipher = self.key.cipher();
         let mut h = Sha256::new();
+        let cap = (self.header.chunk_size as u64).min(self.header.plaintext_len) as usize;
+        let mut buf = Zeroizing::new(vec![0u8; cap]);
         for i in 0..self.header.chunk_count() {
-            let c = self.decrypt_chunk(i)?;
-            h.update(&c[..]);
-            sink(&c)?;
+            let c = &mut buf[..self.header.chunk_plain_len(i)];
+            self.decrypt_chunk_into(&cipher, i, c)?;
+            h.update(&*c);
+            sink(c)?;
         }
         let d: [u8; 32] = h.finalize().into();
-        if let Some(p) = pinned
-            && p != &d
-        {
-            return Err(Error::Encrypted(format!(
-                "plaintext sha256 {} differs from the pinned {}",
-                hex::encode(d),
-                hex::encode(p)
-            )));
-        }
+        self.check_pin(&d, pinned)?;
         Ok(d)
     }
 
-    /// Streaming mode's load-time check: the whole plaintext digest must match before use.
-    pub fn verify_digest(&self, pinned: &[u8; 32]) -> Result<()> {
-        self.for_each_chunk(Some(pinned), |_| Ok(())).map(|_| ())
+    fn check_pin(&self, digest: &[u8; 32], pinned: Option<&[u8; 32]>) -> Result<()> {
+        match pinned {
+            Some(p) if p != digest => Err(Error::Encrypted(format!(
+                "{}: plaintext sha256 {} differs from the pinned {}",
+                self.path.display(),
+                hex::encode(digest),
+                hex::encode(p)
+            ))),
+            _ => Ok(()),
+        }
     }
 
-    /// Memory mode: the whole plaintext in locked, zeroize-on-drop memory, digest checked.
+    /// Streaming mode's load-time check: decrypt and authenticate every chunk, hash the
+    /// plaintext (nothing is kept) and compare with the pin. Returns the digest.
+    pub fn plaintext_digest(&self, pinned: Option<&[u8; 32]>) -> Result<[u8; 32]> {
+        self.for_each_chunk(pinned, |_| Ok(()))
+    }
+
+    /// [`EncryptedModel::plaintext_digest`] against a pin.
+    pub fn verify_digest(&self, pinned: &[u8; 32]) -> Result<()> {
+        self.plaintext_digest(Some(pinned)).map(|_| ())
+    }
+
+    /// Memory mode: the whole plaintext in locked (where the memlock limit allows; see
+    /// [`LockedPlaintext::is_locked`]), zeroize-on-drop memory, digest checked. The buffer is
+    /// locked before any plaintext is written to it and every chunk is decrypted in place.
     pub fn decrypt_to_memory(&self, pinned: Option<&[u8; 32]>) -> Result<LockedPlaintext> {
-        // Bounded by the real file size (checked in `open`), not only by the header.
-        let mut buf = Zeroizing::new(Vec::with_capacity(self.header.plaintext_len as usize));
-        self.for_each_chunk(pinned, |c| {
-            buf.extend_from_slice(c);
-            Ok(())
+        let len = usize::try_from(self.header.plaintext_len).map_err(|_| {
+            Error::Encrypted(format!("{}: too large for memory", self.path.display()))
         })?;
-        let lock = region::lock(buf.as_ptr(), buf.len().max(1)).ok();
-        Ok(LockedPlaintext { _lock: lock, buf })
+        // Bounded by the real file size (checked in `open`), not only by the header.
+        let buf = Zeroizing::new(vec![0u8; len]);
+        let lock = region::lock(buf.as_ptr(), len.max(1)).ok();
+        // From here on, dropping `lp` (also on error) wipes the plaintext, then unlocks.
+        let mut lp = LockedPlaintext {
+            lock,
+            buf,
+            sha256: [0; 32],
+        };
+        let cipher = self.key.cipher();
+        let mut h = Sha256::new();
+        for i in 0..self.header.chunk_count() {
+            let a = self.header.chunk_start(i) as usize;
+            let c = &mut lp.buf[a..a + self.header.chunk_plain_len(i)];
+            self.decrypt_chunk_into(&cipher, i, c)?;
+            h.update(&*c);
+        }
+        lp.sha256 = h.finalize().into();
+        self.check_pin(&lp.sha256, pinned)?;
+        Ok(lp)
     }
 
     /// File mode: plaintext in a temporary file in `dir` (mode 0600), overwritten and removed on drop.
@@ -477,11 +597,12 @@ impl EncryptedModel {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(path.display(), e))?;
-        let t = TempPlaintext {
+        let mut t = TempPlaintext {
             path: path.clone(),
             len: self.header.plaintext_len,
+            sha256: [0; 32],
         };
-        self.for_each_chunk(pinned, |c| {
+        t.sha256 = self.for_each_chunk(pinned, |c| {
             f.write_all(c).map_err(|e| Error::io(path.display(), e))
         })?;
         f.sync_all().map_err(|e| Error::io(path.display(), e))?;
@@ -489,10 +610,12 @@ impl EncryptedModel {
     }
 }
 
-/// Plaintext in memory: locked against swap where permitted, zeroized on drop.
+/// Plaintext in memory: locked against swap where permitted, zeroized on drop (before the
+/// pages are unlocked).
 pub struct LockedPlaintext {
-    _lock: Option<region::LockGuard>,
+    lock: Option<region::LockGuard>,
     buf: Zeroizing<Vec<u8>>,
+    sha256: [u8; 32],
 }
 
 impl std::fmt::Debug for LockedPlaintext {
@@ -501,7 +624,7 @@ impl std::fmt::Debug for LockedPlaintext {
             f,
             "LockedPlaintext({} bytes, locked: {})",
             self.buf.len(),
-            self._lock.is_some()
+            self.lock.is_some()
         )
     }
 }
@@ -510,8 +633,27 @@ impl LockedPlaintext {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
+    /// Whether `mlock` succeeded (it fails beyond `RLIMIT_MEMLOCK`); unlocked plaintext could
+    /// reach swap.
     pub fn is_locked(&self) -> bool {
-        self._lock.is_some()
+        self.lock.is_some()
+    }
+    /// SHA-256 of the plaintext, computed while decrypting.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+}
+
+impl AsRef<[u8]> for LockedPlaintext {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for LockedPlaintext {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+        self.lock = None;
     }
 }
 
@@ -520,11 +662,16 @@ impl LockedPlaintext {
 pub struct TempPlaintext {
     path: PathBuf,
     len: u64,
+    sha256: [u8; 32],
 }
 
 impl TempPlaintext {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// SHA-256 of the plaintext, computed while decrypting.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
     }
 }
 

@@ -9,6 +9,7 @@ use power_attest::model_crypt::{
     TAG_LEN,
 };
 use power_attest::model_seal;
+use sha2::Digest;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("a3s-model-{}-{name}", std::process::id()));
@@ -117,6 +118,84 @@ fn round_trip_in_all_modes() {
                 .contains("pinned")
         );
     }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn streaming_reads_decrypt_the_covering_chunks_in_place() {
+    let d = dir("stream");
+    let key = ModelKey::generate();
+    let keys = StaticKeyProvider::new(key.clone());
+    let len = 5 * 4096 + 123;
+    let (enc, pt, _) = encrypted(&d, "s", len, &key);
+    let m = EncryptedModel::open(&enc, &keys).unwrap();
+    // Ranges inside one chunk, across boundaries, covering whole chunks, up to the end.
+    for off in [0usize, 1, 4095, 4096, 4097, 8191, 12_000, len - 1, len] {
+        for n in [0usize, 1, 2, 4096, 4097, 8193, 3 * 4096, len] {
+            if off + n > len {
+                continue;
+            }
+            let mut buf = vec![0xAA; n];
+            m.read_into(off as u64, &mut buf).unwrap();
+            assert!(buf == pt[off..off + n], "range {off}+{n}");
+        }
+    }
+    let mut one = [0u8; 1];
+    let e = m.read_into(len as u64, &mut one).unwrap_err().to_string();
+    assert!(
+        e.contains("beyond plaintext length") && e.contains("s.enc"),
+        "{e}"
+    );
+    assert!(m.read_into(u64::MAX, &mut one).is_err());
+
+    // Chunk 2 edited after open: ranges that avoid it still read; ranges that touch it fail,
+    // name the chunk and its offsets, and leave the caller's buffer zeroed.
+    let mut bytes = std::fs::read(&enc).unwrap();
+    let c2 = HEADER_LEN + 2 * (4096 + TAG_LEN) + 10;
+    bytes[c2] ^= 1;
+    std::fs::write(&enc, &bytes).unwrap();
+    let mut buf = vec![0u8; 100];
+    m.read_into(4096 + 50, &mut buf).unwrap();
+    assert!(buf == pt[4096 + 50..4096 + 150]);
+    for (off, n) in [(2 * 4096 + 5, 10), (4096, 2 * 4096), (0, len)] {
+        let mut buf = vec![0xAA; n];
+        let e = m.read_into(off as u64, &mut buf).unwrap_err().to_string();
+        assert!(
+            e.contains("chunk 2 of 6") && e.contains("plaintext bytes 8192..12288"),
+            "{e}"
+        );
+        assert!(
+            e.contains("s.enc") && e.contains("fails authentication"),
+            "{e}"
+        );
+        assert!(
+            buf.iter().all(|&b| b == 0),
+            "buffer wiped after a failed read"
+        );
+    }
+    let e = m.plaintext_digest(None).unwrap_err().to_string();
+    assert!(e.contains("chunk 2 of 6"), "{e}");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn memory_and_file_modes_report_the_plaintext_digest() {
+    let d = dir("digest");
+    let key = ModelKey::generate();
+    let keys = StaticKeyProvider::new(key.clone());
+    let (enc, pt, digest) = encrypted(&d, "m", 3 * 4096 + 5, &key);
+    assert_eq!(<[u8; 32]>::from(sha2::Sha256::digest(&pt)), digest);
+    let m = EncryptedModel::open(&enc, &keys).unwrap();
+    let mem = m.decrypt_to_memory(None).unwrap();
+    assert_eq!((mem.sha256(), mem.as_ref()), (digest, pt.as_slice()));
+    let tmp = m.decrypt_to_temp_file(&d, None).unwrap();
+    assert_eq!(tmp.sha256(), digest);
+    assert_eq!(m.plaintext_digest(None).unwrap(), digest);
+    let e = m.decrypt_to_memory(Some(&[1; 32])).unwrap_err().to_string();
+    assert!(
+        e.contains("m.enc") && e.contains(&hex::encode(digest)),
+        "{e}"
+    );
     std::fs::remove_dir_all(&d).ok();
 }
 
