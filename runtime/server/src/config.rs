@@ -117,7 +117,10 @@ pub struct Config {
     pub model_key_source: Option<KeySource>,
     pub key_provider: String,
     pub key_rotation_sources: Vec<KeySource>,
+    /// `.enc` models: decrypt into locked memory (never to disk).
     pub in_memory_decrypt: bool,
+    /// `.enc` models: decrypt only the chunks of the layer being run, into a wiped buffer
+    /// (implies layer streaming for those models). Neither flag: a temporary plaintext file.
     pub streaming_decrypt: bool,
     pub rate_limit_rps: f64,
     pub max_concurrent_requests: usize,
@@ -580,6 +583,12 @@ impl Config {
         if self.ra_tls && self.tls_port.is_none() {
             return Err(o.err("ra_tls", "requires `tls_port`"));
         }
+        if self.in_memory_decrypt && self.streaming_decrypt {
+            return Err(o.err(
+                "streaming_decrypt",
+                "in_memory_decrypt and streaming_decrypt exclude each other: pick one decryption mode",
+            ));
+        }
         if self.key_provider == "rotating" && self.key_rotation_sources.is_empty() {
             return Err(o.err(
                 "key_rotation_sources",
@@ -764,6 +773,26 @@ model "other" {
         assert_eq!(c.gpu_layers, -1);
         let names: Vec<_> = c.models.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["tiny", "org/repo:Q8_0", "other"]);
+    }
+
+    #[test]
+    fn decryption_modes_and_layer_streaming() {
+        let c = Config::from_hcl(
+            "streaming_decrypt = true\nlayer_streaming = true\n",
+            "cfg.hcl",
+        )
+        .expect("parses");
+        assert!(c.streaming_decrypt && c.layer_streaming && !c.in_memory_decrypt);
+        let e = err("in_memory_decrypt = true\nstreaming_decrypt = true\n");
+        assert!(
+            e.starts_with("cfg.hcl:2: `streaming_decrypt`: in_memory_decrypt and streaming_decrypt exclude each other"),
+            "{e}"
+        );
+        let e = err("layer_streaming = \"on\"\n");
+        assert!(
+            e.contains("`layer_streaming`: expected true or false"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod encrypted;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;

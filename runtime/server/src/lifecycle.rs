@@ -4,7 +4,6 @@
 //! KV cache) and wipes decrypted plaintext.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -14,11 +13,9 @@ use picolm::engine::{Engine, EngineConfig};
 use picolm::grammar::TokenTrie;
 use picolm::tokenizer::Tokenizer;
 use picolm::{GgufFile, Model};
-use power_attest::model_crypt::{
-    EncryptedModel, KeyProvider, RotatingKeyProvider, StaticKeyProvider, TempPlaintext,
-};
+use power_attest::model_crypt::TempPlaintext;
 
-use crate::config::{Config, KeepAlive, KeySource};
+use crate::config::{Config, KeepAlive};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::{Manifest, Store};
@@ -95,34 +92,9 @@ pub struct ModelPool {
     snapshot: Mutex<Vec<String>>,
 }
 
-fn key_provider(cfg: &Config) -> Result<Box<dyn KeyProvider>> {
-    let one = |s: &KeySource| -> Result<StaticKeyProvider> {
-        Ok(match s {
-            KeySource::File(p) => StaticKeyProvider::from_file(p)?,
-            KeySource::Env(v) => StaticKeyProvider::from_env(v)?,
-        })
-    };
-    if cfg.key_provider == "rotating" {
-        let mut keys = Vec::new();
-        for s in &cfg.key_rotation_sources {
-            keys.push(one(s)?.current()?);
-        }
-        if keys.is_empty() {
-            return Err(Error::Other("key_rotation_sources is empty".into()));
-        }
-        let current = keys.remove(0);
-        return Ok(Box::new(RotatingKeyProvider {
-            current,
-            previous: keys,
-        }));
-    }
-    let src = cfg.model_key_source.as_ref().ok_or_else(|| {
-        Error::Other("an encrypted model needs `model_key_source` in the configuration".into())
-    })?;
-    Ok(Box::new(one(src)?))
-}
-
-/// Verifies `manifest` against the configuration's pins. Returns the digest checked.
+/// Verifies `manifest` against the configuration's pins (start-up check in `tee_mode`). An
+/// encrypted model is decrypted and authenticated chunk by chunk, keeping nothing, and its
+/// plaintext digest checked.
 pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Result<()> {
     let fail = |reason: String| {
         metrics
@@ -136,7 +108,7 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
     };
     let pin = cfg.model_hashes.get(&manifest.name);
     if manifest.is_encrypted() {
-        // Encrypted models are checked on their plaintext while decrypting.
+        crate::encrypted::verify(cfg, manifest, metrics)?;
         return Ok(());
     }
     let digest = crate::store::sha256_file(&manifest.path)?;
@@ -173,40 +145,16 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
 }
 
 fn load_blocking(cfg: &Config, manifest: Manifest, metrics: Metrics) -> Result<LoadedModel> {
-    verify_model(cfg, &manifest, &metrics)?;
     let mut plaintext = None;
-    let path: PathBuf = if manifest.is_encrypted() {
-        let keys = key_provider(cfg)?;
-        let enc = EncryptedModel::open(&manifest.path, keys.as_ref())?;
-        let pin = cfg
-            .model_hashes
-            .get(&manifest.name)
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|v| <[u8; 32]>::try_from(v).ok());
-        let dir = cfg.data_dir.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        match enc.decrypt_to_temp_file(&dir, pin.as_ref()) {
-            Ok(t) => {
-                metrics.model_decryptions.with_label_values(&["ok"]).inc();
-                let p = t.path().to_path_buf();
-                plaintext = Some(t);
-                p
-            }
-            Err(e) => {
-                metrics
-                    .model_decryptions
-                    .with_label_values(&["failed"])
-                    .inc();
-                return Err(Error::Verification {
-                    model: manifest.name.clone(),
-                    reason: e.to_string(),
-                });
-            }
-        }
+    let file = if manifest.is_encrypted() {
+        // Decrypted, authenticated and checked against its pin before the engine sees it.
+        let opened = crate::encrypted::open(cfg, &manifest, &metrics)?;
+        plaintext = opened.temp;
+        Arc::new(opened.file)
     } else {
-        manifest.path.clone()
+        verify_model(cfg, &manifest, &metrics)?;
+        Arc::new(GgufFile::open(&manifest.path)?)
     };
-    let file = Arc::new(GgufFile::open(&path)?);
     let model = Arc::new(Model::load(file.clone())?.with_layer_streaming(cfg.layer_streaming));
     let tokenizer = Tokenizer::from_metadata(file.metadata())?;
     let template = ChatTemplate::from_metadata(file.metadata()).ok();

@@ -35,10 +35,15 @@ fn read_key(src: &KeySource) -> Result<[u8; 32]> {
 pub fn build_state(cfg: Config, metrics: Metrics) -> Result<SharedState> {
     let store = Store::open(cfg.models_dir())?;
     for m in &cfg.models {
-        let pin = m
-            .sha256
-            .clone()
-            .or_else(|| cfg.model_hashes.get(&m.name).cloned());
+        // `model_hashes` pins a model's identity, the SHA-256 of its plaintext GGUF (DESIGN
+        // §3.5): for an `.enc` file it is checked while decrypting, not against the file.
+        let encrypted = crate::store::detect_format(&m.path).is_ok_and(|f| f == "gguf-encrypted");
+        let pin = m.sha256.clone().or_else(|| {
+            cfg.model_hashes
+                .get(&m.name)
+                .filter(|_| !encrypted)
+                .cloned()
+        });
         store.register_reference(&m.name, &m.path, pin.as_deref())?;
         tracing::info!(model = %m.name, "model registered from configuration");
     }

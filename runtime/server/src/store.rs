@@ -128,7 +128,8 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-fn detect_format(path: &Path) -> Result<&'static str> {
+/// `"gguf"` or `"gguf-encrypted"`, from the file's magic.
+pub fn detect_format(path: &Path) -> Result<&'static str> {
     let mut magic = [0u8; 8];
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;

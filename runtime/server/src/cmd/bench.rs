@@ -5,16 +5,15 @@
 //! llama.cpp on the same file in the same run and prints the ratios.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use picolm::{GgufFile, Model, Session};
+use picolm::{Model, Session};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Path to a GGUF model file.
+    /// Path to a GGUF model file (or an encrypted `.enc` one, with --key).
     #[arg(long, short)]
     pub model: PathBuf,
     /// Prompt length for the prefill measurement.
@@ -29,6 +28,8 @@ pub struct BenchArgs {
     /// Stream weights one layer at a time (O(layer) resident memory instead of O(model)).
     #[arg(long)]
     pub layer_streaming: bool,
+    #[command(flatten)]
+    pub decrypt: super::model_file::DecryptArgs,
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
@@ -47,8 +48,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .num_threads(a.threads)
         .build_global()
         .context("starting the worker threads")?;
-    let file = Arc::new(GgufFile::open(&a.model)?);
-    let model = Model::load(file)?.with_layer_streaming(a.layer_streaming);
+    let opened = super::model_file::open(&a.model, &a.decrypt)?;
+    let model = Model::load(opened.file.clone())?.with_layer_streaming(a.layer_streaming);
     let nv = model.config.n_vocab as u64;
     // A fixed LCG: the same ids every run, spread over the vocabulary.
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -76,7 +77,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "model": a.model.display().to_string(),
         "threads": a.threads,
         "isa": format!("{:?}", picolm::quant::isa()),
-        "layer_streaming": a.layer_streaming,
+        "layer_streaming": model.layer_streaming,
+        "encrypted": a.decrypt.key.is_some(),
+        "decrypt": a.decrypt.key.is_some().then(|| a.decrypt.decrypt.clone()),
         "prompt_tokens": a.prompt_tokens,
         "gen_tokens": a.gen_tokens,
         "pp_tok_s": a.prompt_tokens as f64 / pp_s,

@@ -2,18 +2,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use picolm::chat::{ChatMessage, ChatTemplate};
 use picolm::tokenizer::Tokenizer;
-use picolm::{GgufFile, Model, Sampler, SamplingParams, Session};
+use picolm::{Model, Sampler, SamplingParams, Session};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Path to a GGUF model file.
+    /// Path to a GGUF model file (or an encrypted `.enc` one, with --key).
     #[arg(long, short)]
     pub model: PathBuf,
     /// The prompt (raw text, or the user message with --chat).
@@ -58,6 +57,8 @@ pub struct RunArgs {
     /// Stream weights one layer at a time (O(layer) resident memory instead of O(model)).
     #[arg(long)]
     pub layer_streaming: bool,
+    #[command(flatten)]
+    pub decrypt: super::model_file::DecryptArgs,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -71,7 +72,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             .context("starting the worker threads")?;
     }
     let t0 = Instant::now();
-    let file = Arc::new(GgufFile::open(&a.model)?);
+    let opened = super::model_file::open(&a.model, &a.decrypt)?;
+    let file = opened.file.clone();
     let model = Model::load(file.clone())?.with_layer_streaming(a.layer_streaming);
     let tokenizer = Tokenizer::from_metadata(file.metadata())?;
     let c = &model.config;
