@@ -185,13 +185,20 @@ pub fn open(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Result<Open
     let o = OpenOptions::from_config(cfg, manifest);
     let r = key_provider(cfg).and_then(|keys| open_path(&manifest.path, keys.as_ref(), &o));
     let r = count(&metrics.model_decryptions, manifest, r);
-    if let Ok(m) = &r {
-        tracing::info!(
+    match &r {
+        Ok(m) => tracing::info!(
             model = %manifest.name,
             mode = m.mode.name(),
             sha256 = %hex::encode(m.plaintext_sha256),
             "encrypted model decrypted and verified"
-        );
+        ),
+        // The error names the file, the key id or the chunk; never plaintext or key bytes.
+        Err(e) => tracing::warn!(
+            model = %manifest.name,
+            mode = o.mode.name(),
+            error = %e,
+            "encrypted model refused"
+        ),
     }
     r
 }

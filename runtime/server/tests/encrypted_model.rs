@@ -130,7 +130,15 @@ fn tampered_files_are_refused_before_any_token() {
     let mut flipped = orig.clone();
     flipped[orig.len() - 100] ^= 1;
     let wrong = StaticKeyProvider::new(ModelKey::generate());
-    let cases: Vec<(&str, Vec<u8>, &StaticKeyProvider, Option<[u8; 32]>, &str)> = vec![
+    /// What was done to the file, the bytes, the key, the pin, what the error must say.
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        &'a StaticKeyProvider,
+        Option<[u8; 32]>,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         ("wrong key", orig.clone(), &wrong, None, "needs key id"),
         (
             "truncated",
