@@ -42,34 +42,43 @@ fn main() {
     );
     let p = Policy::default();
     let e = Expectations::default();
-    let s = median(
-        || {
-            assert!(
-                power_attest::verify(&snp, &e, &p, datetime!(2026-03-01 0:00 UTC))
-                    .checks
-                    .iter()
-                    .any(|c| c.name == "snp.signature" && c.passed())
-            )
-        },
-        200,
-    );
-    let t = median(
-        || {
-            assert!(
-                power_attest::verify(&tdx, &e, &p, datetime!(2025-06-20 0:00 UTC))
-                    .tcb_status
-                    .is_some()
-            )
-        },
-        200,
+    let mut verify_snp = || {
+        assert!(
+            power_attest::verify(&snp, &e, &p, datetime!(2026-03-01 0:00 UTC))
+                .checks
+                .iter()
+                .any(|c| c.name == "snp.signature" && c.passed())
+        )
+    };
+    let mut verify_tdx = || {
+        assert!(
+            power_attest::verify(&tdx, &e, &p, datetime!(2025-06-20 0:00 UTC))
+                .tcb_status
+                .is_some()
+        )
+    };
+    // Cold: the first verification in this process (pinned roots not decoded yet, no chain
+    // signature verified yet), as an operator's first attestation after it starts. One sample
+    // per process: run the bench several times (a loaded machine preempts some samples).
+    let once = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let snp_cold = once(&mut verify_snp);
+    let tdx_cold = once(&mut verify_tdx);
+    let s = median(&mut verify_snp, 200);
+    let t = median(&mut verify_tdx, 200);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "verify SNP (milan-v3, VCEK chain): cold {:.3} ms, warm median {:.3} ms (budget 2 ms)",
+        ms(snp_cold),
+        ms(s)
     );
     println!(
-        "verify SNP (milan-v3, VCEK chain): median {:.3} ms (budget 2 ms)",
-        s.as_secs_f64() * 1e3
-    );
-    println!(
-        "verify TDX (quote-v4 + collateral): median {:.3} ms (budget 5 ms)",
-        t.as_secs_f64() * 1e3
+        "verify TDX (quote-v4 + collateral): cold {:.3} ms, warm median {:.3} ms (budget 5 ms)",
+        ms(tdx_cold),
+        ms(t)
     );
     if s > Duration::from_millis(2) || t > Duration::from_millis(5) {
         std::process::exit(1);

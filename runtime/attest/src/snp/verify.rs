@@ -238,14 +238,39 @@ pub fn verify_snp_evidence(
 
     // Report signature: ECDSA P-384 / SHA-384 over report[0..0x2A0].
     let sig_check = (|| -> crate::Result<()> {
-        use p384::ecdsa::signature::Verifier;
-        use p384::pkcs8::DecodePublicKey;
-        let key = p384::ecdsa::VerifyingKey::from_public_key_der(leaf.public_key().raw)
-            .map_err(|e| crate::Error::sig("SNP report", format!("{signer} key: {e}")))?;
-        let sig = p384::ecdsa::Signature::from_scalars(report.signature_r, report.signature_s)
-            .map_err(|e| crate::Error::sig("SNP report", e))?;
-        key.verify(report.signed_bytes(), &sig)
-            .map_err(|e| crate::Error::sig("SNP report", e))
+        let spki = leaf.public_key();
+        let (key_alg, curve) = (
+            spki.algorithm.algorithm.to_id_string(),
+            spki.algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string()),
+        );
+        if key_alg != crate::oids::alg::EC_PUBLIC_KEY
+            || curve.as_deref() != Some(crate::oids::alg::SECP384R1)
+        {
+            return Err(crate::Error::sig(
+                "SNP report",
+                format!("{signer} key is not an EC P-384 key ({key_alg}, curve {curve:?})"),
+            ));
+        }
+        // r || s, big-endian (the report stores them little-endian; `SnpReport::parse`
+        // converted them). ring's P-384 is ~1.6x faster than RustCrypto's p384 here.
+        let mut fixed = [0u8; 96];
+        fixed[..48].copy_from_slice(&report.signature_r);
+        fixed[48..].copy_from_slice(&report.signature_s);
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P384_SHA384_FIXED,
+            spki.subject_public_key.data.as_ref(),
+        )
+        .verify(report.signed_bytes(), &fixed)
+        .map_err(|_| {
+            crate::Error::sig(
+                "SNP report",
+                format!("ECDSA P-384 signature does not verify under the {signer} key"),
+            )
+        })
     })();
     match sig_check {
         Ok(()) => checks.push(Check::pass(

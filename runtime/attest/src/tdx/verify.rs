@@ -1,7 +1,6 @@
 //! TDX verification (ATTESTATION.md §2.6): PCK chain to the pinned root with CRLs, QE report
 //! signature and binding, quote signature, collateral signatures over the raw JSON, TCB status.
 
-use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::X509Certificate;
@@ -26,22 +25,35 @@ pub struct TdxEvidence {
     pub advisory_ids: Vec<String>,
 }
 
+/// ECDSA P-256 / SHA-256 with a raw `x || y` key and a raw `r || s` signature (quote formats).
 fn p256_raw(what: &str, key_xy: &[u8; 64], msg: &[u8], sig_rs: &[u8; 64]) -> Result<()> {
     let mut sec1 = [0u8; 65];
     sec1[0] = 4;
     sec1[1..].copy_from_slice(key_xy);
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-        .map_err(|e| Error::sig(what, format!("key: {e}")))?;
-    let sig = p256::ecdsa::Signature::from_slice(sig_rs).map_err(|e| Error::sig(what, e))?;
-    key.verify(msg, &sig).map_err(|e| Error::sig(what, e))
+    p256_fixed(what, &sec1, msg, sig_rs)
 }
 
+/// ECDSA P-256 / SHA-256 by a certificate's key (the PCK) with a raw `r || s` signature.
 fn p256_cert(what: &str, cert: &X509Certificate<'_>, msg: &[u8], sig_rs: &[u8]) -> Result<()> {
-    use p256::pkcs8::DecodePublicKey;
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|e| Error::sig(what, format!("key: {e}")))?;
-    let sig = p256::ecdsa::Signature::from_slice(sig_rs).map_err(|e| Error::sig(what, e))?;
-    key.verify(msg, &sig).map_err(|e| Error::sig(what, e))
+    let spki = cert.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    if spki.algorithm.algorithm.to_id_string() != crate::oids::alg::EC_PUBLIC_KEY
+        || curve.as_deref() != Some(crate::oids::alg::PRIME256V1)
+    {
+        return Err(Error::sig(what, "key: not an EC P-256 key"));
+    }
+    p256_fixed(what, spki.subject_public_key.data.as_ref(), msg, sig_rs)
+}
+
+fn p256_fixed(what: &str, point: &[u8], msg: &[u8], sig_rs: &[u8]) -> Result<()> {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(msg, sig_rs)
+        .map_err(|_| Error::sig(what, "ECDSA P-256 signature does not verify"))
 }
 
 fn parse_time(field: &str, s: &str) -> Result<OffsetDateTime> {
