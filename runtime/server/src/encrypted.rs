@@ -24,6 +24,8 @@ use power_attest::model_crypt::{
     EncryptedModel, KeyProvider, RotatingKeyProvider, StaticKeyProvider, TempPlaintext,
 };
 use prometheus::IntCounterVec;
+use rayon::prelude::*;
+use zeroize::Zeroize;
 
 use crate::config::{Config, KeySource};
 use crate::error::{Error, Result};
@@ -105,10 +107,42 @@ impl ByteSource for StreamingPlaintext {
     fn resident(&self) -> Option<&[u8]> {
         None
     }
+    /// Chunks are independent, so a large range (a layer) is decrypted by the engine's worker
+    /// threads in chunk-aligned pieces; a small one (an embedding row) on the calling thread.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> picolm::Result<()> {
-        self.0
-            .read_into(offset, buf)
-            .map_err(|e| picolm::Error::Source(e.to_string()))
+        let r = self.read_parallel(offset, buf);
+        if r.is_err() {
+            // Pieces that did decrypt must not outlive the failure.
+            buf.zeroize();
+        }
+        r.map_err(|e| picolm::Error::Source(e.to_string()))
+    }
+}
+
+/// Below this, one thread decrypts the whole range.
+const PARALLEL_MIN: usize = 2 << 20;
+
+impl StreamingPlaintext {
+    fn read_parallel(&self, offset: u64, buf: &mut [u8]) -> power_attest::Result<()> {
+        let cs = self.0.header.chunk_size as usize;
+        let threads = rayon::current_num_threads();
+        if buf.len() < PARALLEL_MIN || threads < 2 {
+            return self.0.read_into(offset, buf);
+        }
+        // The head up to the first chunk boundary, then pieces of whole chunks (the last one
+        // may end inside a chunk), about two per thread.
+        let to_boundary = (cs - (offset % cs as u64) as usize) % cs;
+        let (head, rest) = buf.split_at_mut(to_boundary.min(buf.len()));
+        self.0.read_into(offset, head)?;
+        let piece = rest
+            .len()
+            .div_ceil(2 * threads)
+            .next_multiple_of(cs)
+            .max(cs);
+        let base = offset + head.len() as u64;
+        rest.par_chunks_mut(piece)
+            .enumerate()
+            .try_for_each(|(i, p)| self.0.read_into(base + (i * piece) as u64, p))
     }
 }
 
