@@ -94,8 +94,8 @@ pub struct ModelPool {
 
 /// Verifies `manifest` against the configuration's pins (start-up check in `tee_mode`). An
 /// encrypted model is decrypted and authenticated chunk by chunk, keeping nothing, and its
-/// plaintext digest checked.
-pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Result<()> {
+/// plaintext digest checked. Returns the model's identity (the SHA-256 of its plaintext).
+pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Result<[u8; 32]> {
     let fail = |reason: String| {
         metrics
             .model_verifications
@@ -108,8 +108,7 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
     };
     let pin = cfg.model_hashes.get(&manifest.name);
     if manifest.is_encrypted() {
-        crate::encrypted::verify(cfg, manifest, metrics)?;
-        return Ok(());
+        return crate::encrypted::verify(cfg, manifest, metrics);
     }
     let digest = crate::store::sha256_file(&manifest.path)?;
     if hex::encode(digest) != manifest.sha256 {
@@ -141,14 +140,20 @@ pub fn verify_model(cfg: &Config, manifest: &Manifest, metrics: &Metrics) -> Res
             .map_err(|e| fail(e.to_string()))?;
     }
     metrics.model_verifications.with_label_values(&["ok"]).inc();
-    Ok(())
+    Ok(digest)
 }
 
-fn load_blocking(cfg: &Config, manifest: Manifest, metrics: Metrics) -> Result<LoadedModel> {
+fn load_blocking(
+    cfg: &Config,
+    store: &Store,
+    manifest: Manifest,
+    metrics: Metrics,
+) -> Result<LoadedModel> {
     let mut plaintext = None;
     let file = if manifest.is_encrypted() {
         // Decrypted, authenticated and checked against its pin before the engine sees it.
         let opened = crate::encrypted::open(cfg, &manifest, &metrics)?;
+        store.record_plaintext_sha256(&manifest, &opened.plaintext_sha256)?;
         plaintext = opened.temp;
         Arc::new(opened.file)
     } else {
@@ -245,9 +250,11 @@ impl ModelPool {
         let cfg = self.cfg.clone();
         let metrics = self.metrics.clone();
         let t0 = Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || load_blocking(&cfg, manifest, metrics))
-            .await
-            .map_err(|e| Error::Other(format!("model load task: {e}")))??;
+        let store = self.store.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || load_blocking(&cfg, &store, manifest, metrics))
+                .await
+                .map_err(|e| Error::Other(format!("model load task: {e}")))??;
         tracing::info!(
             model = %name,
             ms = t0.elapsed().as_millis() as u64,

@@ -62,7 +62,10 @@ pub fn build_state(cfg: Config, metrics: Metrics) -> Result<SharedState> {
         }
         let all = store.list()?;
         for manifest in &all {
-            crate::lifecycle::verify_model(&cfg, manifest, &metrics)?;
+            let identity = crate::lifecycle::verify_model(&cfg, manifest, &metrics)?;
+            if manifest.is_encrypted() {
+                store.record_plaintext_sha256(manifest, &identity)?;
+            }
             tracing::info!(model = %manifest.name, "model integrity verified");
         }
         if !all.is_empty() {
@@ -129,15 +132,14 @@ pub fn spawn_reaper(st: SharedState) {
     });
 }
 
-/// The model digest an RA-TLS certificate binds (DESIGN §3.2): the served model's when the
+/// The model digest an RA-TLS certificate binds (DESIGN §3.2): the served model's identity
+/// (plaintext SHA-256, also for an encrypted model) when the
 /// server holds exactly one (a pod of the operator serves one model), zeros otherwise — the
 /// per-request `/v1/attestation?model=` evidence binds a model in every case.
 fn served_model_digest(st: &SharedState) -> [u8; 32] {
     match st.store.list() {
-        Ok(models) if models.len() == 1 => hex::decode(&models[0].sha256)
-            .ok()
-            .and_then(|v| <[u8; 32]>::try_from(v).ok())
-            .unwrap_or([0; 32]),
+        // An encrypted model's identity is known once verified (at start-up in tee_mode).
+        Ok(models) if models.len() == 1 => models[0].identity().unwrap_or([0; 32]),
         _ => [0; 32],
     }
 }

@@ -28,11 +28,29 @@ pub struct Manifest {
     pub created: u64,
     /// Where it came from (a URL, `hf:owner/repo/file`, a local path).
     pub source: String,
+    /// `.enc` files: SHA-256 of the plaintext GGUF (hex), the model's identity (DESIGN §3.5),
+    /// recorded once a decryption has computed and checked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_sha256: Option<String>,
 }
 
 impl Manifest {
     pub fn is_encrypted(&self) -> bool {
         self.format == "gguf-encrypted"
+    }
+
+    /// The model's identity, the SHA-256 of its plaintext GGUF, as attestation binds it: the
+    /// file's digest, or for an `.enc` file the recorded plaintext digest (`None` until a
+    /// decryption has verified it).
+    pub fn identity(&self) -> Option<[u8; 32]> {
+        let hex_digest = if self.is_encrypted() {
+            self.plaintext_sha256.as_deref()?
+        } else {
+            &self.sha256
+        };
+        hex::decode(hex_digest)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
     }
 }
 
@@ -267,6 +285,7 @@ impl Store {
             format: format.to_string(),
             created: now_unix(),
             source: source.to_string(),
+            plaintext_sha256: None,
         };
         self.write_manifest(&m)?;
         Ok(m)
@@ -326,9 +345,24 @@ impl Store {
             format: format.to_string(),
             created: now_unix(),
             source: path.display().to_string(),
+            plaintext_sha256: None,
         };
         self.write_manifest(&m)?;
         Ok(m)
+    }
+
+    /// Records the verified plaintext digest of the encrypted model `name` (see
+    /// [`Manifest::identity`]), unless the manifest now points at another file.
+    pub fn record_plaintext_sha256(&self, m: &Manifest, digest: &[u8; 32]) -> Result<()> {
+        let Some(mut cur) = self.get(&m.name)? else {
+            return Ok(());
+        };
+        let hex_digest = hex::encode(digest);
+        if cur.sha256 != m.sha256 || cur.plaintext_sha256.as_deref() == Some(hex_digest.as_str()) {
+            return Ok(());
+        }
+        cur.plaintext_sha256 = Some(hex_digest);
+        self.write_manifest(&cur)
     }
 
     /// Deregisters `name`; its blob is removed when no other manifest uses it.

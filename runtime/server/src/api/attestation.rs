@@ -1,5 +1,6 @@
 //! `GET /v1/attestation?nonce=<64 hex>&model=<name>`: fresh evidence whose report_data binds the
-//! nonce, the SPKI of the TLS certificate being served and the model's SHA-256 (DESIGN §3.2).
+//! nonce, the SPKI of the TLS certificate being served and the model's identity, the SHA-256 of
+//! its plaintext GGUF (DESIGN §3.2, §3.5; for an encrypted model, verified by decrypting it).
 //! 503 when there is neither a TEE nor simulation.
 
 use axum::Json;
@@ -16,6 +17,16 @@ pub struct AttestQuery {
     nonce: Option<String>,
     #[serde(default)]
     model: Option<String>,
+}
+
+async fn manifest(st: &SharedState, name: &str) -> ApiResult<crate::store::Manifest> {
+    let store = st.store.clone();
+    let n = name.to_string();
+    tokio::task::spawn_blocking(move || store.get(&n))
+        .await
+        .map_err(|_| ApiError::internal("store task failed"))?
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::model_not_found(name))
 }
 
 pub async fn attestation(
@@ -39,16 +50,14 @@ pub async fn attestation(
     let model_sha256: [u8; 32] = match &q.model {
         None => [0; 32],
         Some(name) => {
-            let store = st.store.clone();
-            let n = name.clone();
-            let m = tokio::task::spawn_blocking(move || store.get(&n))
-                .await
-                .map_err(|_| ApiError::internal("store task failed"))?
-                .map_err(ApiError::from)?
-                .ok_or_else(|| ApiError::model_not_found(name))?;
-            hex::decode(&m.sha256)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            let mut m = manifest(&st, name).await?;
+            if m.identity().is_none() && m.is_encrypted() {
+                // An encrypted model's identity is its plaintext digest, known once a
+                // decryption has verified it: load the model (which records it), then bind it.
+                drop(st.pool.acquire(name).await.map_err(ApiError::from)?);
+                m = manifest(&st, name).await?;
+            }
+            m.identity()
                 .ok_or_else(|| ApiError::internal("corrupt manifest digest"))?
         }
     };

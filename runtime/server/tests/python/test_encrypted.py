@@ -5,6 +5,8 @@ greedy completions are the same. Tampered files (wrong key, truncated, reordered
 clear error and no token. In memory and streaming modes no plaintext reaches disk: every file
 under the server's home and its TMPDIR is scanned for plaintext bytes (file mode, where a
 temporary plaintext is expected, proves the scan finds it)."""
+import base64
+import hashlib
 import json
 import os
 import re
@@ -61,7 +63,7 @@ def keys(tmp_path_factory):
 class Server:
     """`a3s-power serve` with the plaintext model as `plain` and an encrypted one as `secret`."""
 
-    def __init__(self, home, enc, key, extra=""):
+    def __init__(self, home, enc, key, extra="", env_extra=None):
         self.home = home
         self.tmpdir = home / "tmpdir"
         self.tmpdir.mkdir()
@@ -73,7 +75,8 @@ class Server:
             f'model "secret" {{\n  path = "{enc}"\n}}\n{extra}'
         )
         self.log = home / "server.log"
-        env = dict(os.environ, A3S_POWER_HOME=str(home), A3S_POWER_LOG="debug", TMPDIR=str(self.tmpdir))
+        env = dict(os.environ, A3S_POWER_HOME=str(home), A3S_POWER_LOG="debug", TMPDIR=str(self.tmpdir),
+                   **(env_extra or {}))
         self.proc = subprocess.Popen([str(BIN), "serve"], stdout=open(self.log, "w"),
                                      stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -251,3 +254,28 @@ def test_tee_mode_checks_the_plaintext_pin_at_startup(tmp_path, keys):
                        env=dict(os.environ, A3S_POWER_HOME=str(bad_home)))
     assert r.returncode != 0
     assert "model `secret` failed verification" in r.stderr and "differs from the pinned" in r.stderr, r.stderr
+
+
+def test_attestation_binds_the_plaintext_identity(tmp_path, keys):
+    """`/v1/attestation?model=secret` binds the SHA-256 of the plaintext GGUF (the digest
+    `encrypt` printed, DESIGN §3.5), not the ciphertext's; the encrypted model is loaded and
+    verified on demand to learn it."""
+    s = Server(tmp_path, keys["enc"], keys["key"], MODES["streaming"], env_extra={"A3S_TEE_SIMULATE": "1"})
+    try:
+        plain = keys["digest"].removeprefix("sha256:")
+        cipher = hashlib.sha256(keys["enc"].read_bytes()).hexdigest()
+        for model, want, other in [("secret", plain, cipher),
+                                   ("plain", hashlib.sha256(MODEL.read_bytes()).hexdigest(), None)]:
+            with urllib.request.urlopen(f"{s.url}/v1/attestation?nonce={'22' * 32}&model={model}", timeout=60) as r:
+                doc = json.loads(r.read())
+            assert doc["modelSha256"] == want, (model, doc["modelSha256"])
+            # report_data[32..64] inside the signed report is the digest itself.
+            bundle = base64.b64decode(doc["evidenceBundle"])
+            assert bytes.fromhex(want) in bundle, model
+            if other:
+                assert bytes.fromhex(other) not in bundle
+        manifests = list((tmp_path / "models" / "manifests").glob("*.json"))
+        recorded = [json.loads(m.read_text()) for m in manifests]
+        assert [m.get("plaintext_sha256") for m in recorded if m["name"] == "secret"] == [plain]
+    finally:
+        s.stop()
