@@ -8,22 +8,17 @@ temporary plaintext is expected, proves the scan finds it)."""
 import base64
 import hashlib
 import json
-import os
 import re
-import socket
 import subprocess
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[4]
-BIN = Path(os.environ.get("A3S_POWER_BIN") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug" / "a3s-power")
-MODELS = Path(os.environ.get("PICOLM_TEST_MODELS", Path.home() / ".cache" / "a3s-power" / "models"))
-MODEL = MODELS / "tiny-qwen2-q8_0.gguf"
+from harness import BIN, MODEL, clean_env, free_port
+from harness import Server as HarnessServer
+
 CHUNK = 8192
 HEADER_LEN, TAG_LEN = 64, 16
 PROMPTS = ["Tell me a secret.", "Count to five:"]
@@ -34,14 +29,6 @@ def run(*args, check=True):
     if check:
         assert r.returncode == 0, r.stderr
     return r
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -60,36 +47,21 @@ def keys(tmp_path_factory):
     return {"dir": d, "key": d / "model.key", "other": d / "other.key", "enc": enc, "digest": digest}
 
 
-class Server:
-    """`a3s-power serve` with the plaintext model as `plain` and an encrypted one as `secret`."""
+class Server(HarnessServer):
+    """`a3s-power serve` (the shared harness) with the plaintext model as `plain` and an
+    encrypted one as `secret`; TMPDIR points into the home so the plaintext scan covers it."""
 
     def __init__(self, home, enc, key, extra="", env_extra=None):
-        self.home = home
         self.tmpdir = home / "tmpdir"
         self.tmpdir.mkdir()
-        self.port = free_port()
-        (home / "config.hcl").write_text(
-            f'port = {self.port}\nmax_loaded_models = 2\nkeep_alive = "-1"\nredact_logs = true\n'
+        config = (
+            'port = {port}\nmax_loaded_models = 2\nkeep_alive = "-1"\nredact_logs = true\n'
             f'model_key_source = {{ file = "{key}" }}\n'
             f'model "plain" {{\n  path = "{MODEL}"\n}}\n'
-            f'model "secret" {{\n  path = "{enc}"\n}}\n{extra}'
+            f'model "secret" {{\n  path = "{enc}"\n}}\n'
         )
-        self.log = home / "server.log"
-        env = dict(os.environ, A3S_POWER_HOME=str(home), A3S_POWER_LOG="debug", TMPDIR=str(self.tmpdir),
-                   **(env_extra or {}))
-        self.proc = subprocess.Popen([str(BIN), "serve"], stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1)
-                break
-            except Exception:
-                if self.proc.poll() is not None:
-                    pytest.fail("server exited:\n" + self.log.read_text())
-                time.sleep(0.05)
-        else:
-            pytest.fail("server did not start")
+        super().__init__(home, extra=extra, config=config,
+                         env_extra={"TMPDIR": str(self.tmpdir), **(env_extra or {})})
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
 
     def complete(self, model, prompt):
@@ -101,26 +73,8 @@ class Server:
         return self.client.completions.create(
             model=model, prompt=prompt, max_tokens=12, temperature=0).choices[0].text
 
-    def post(self, path, body):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
     def delete(self, path):
-        req = urllib.request.Request(self.url + path, method="DELETE")
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status
-
-    def metrics(self):
-        return urllib.request.urlopen(self.url + "/metrics", timeout=10).read().decode()
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        return self.request("DELETE", path)[0]
 
 
 def plaintext_markers():
@@ -251,7 +205,7 @@ def test_tee_mode_checks_the_plaintext_pin_at_startup(tmp_path, keys):
         f'port = {free_port()}\ntee_mode = true\nmodel_key_source = {{ file = "{keys["key"]}" }}\n'
         f'model "secret" {{\n  path = "{keys["enc"]}"\n}}\nmodel_hashes = {{\n  secret = "{wrong}"\n}}\n')
     r = subprocess.run([str(BIN), "serve"], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, A3S_POWER_HOME=str(bad_home)))
+                       env=clean_env(A3S_POWER_HOME=str(bad_home)))
     assert r.returncode != 0
     assert "model `secret` failed verification" in r.stderr and "differs from the pinned" in r.stderr, r.stderr
 
