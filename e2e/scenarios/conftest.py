@@ -193,6 +193,15 @@ class ModelFiles:
         data = bytearray((root / "tiny-qwen2-q4_k_m.gguf").read_bytes())
         data[-100] ^= 0xFF
         (root / "tampered.gguf").write_bytes(bytes(data))
+        # Version 1 encrypted (chunked AES-256-GCM) under a fresh model key.
+        subprocess.run([str(RUNTIME_BIN), "keygen", "--kind", "model", "--out",
+                        str(root / "model.key")], check=True, capture_output=True)
+        subprocess.run([str(RUNTIME_BIN), "encrypt", "--key", str(root / "model.key"),
+                        "--chunk-size", "65536", "-o", str(root / "encrypted.gguf.enc"),
+                        str(root / "tiny-qwen2-q4_k_m.gguf")], check=True, capture_output=True)
+        self.key = (root / "model.key").read_text().strip()
+        (root / "model.key").unlink()  # the key is not served
+        self.encrypted = "encrypted.gguf.enc"
         self.v1 = "tiny-qwen2-q4_k_m.gguf"
         self.v2 = "tiny-llama-q4_k_m.gguf"
         self.tampered = "tampered.gguf"

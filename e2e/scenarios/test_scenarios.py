@@ -376,3 +376,26 @@ def test_10_scale(ns, model_files):
                                "chat/scale").stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert "power.a3s.dev/model=chat" in scale["status"]["selector"]
+
+
+def test_11_encrypted_model(ns, model_files):
+    """An encrypted model with `encryption.keyRef`: only that key of that Secret is mounted, the
+    pods decrypt in memory, attest with the plaintext digest and serve."""
+    kubectl("create", "secret", "generic", "model-key", "-n", ns,
+            f"--from-literal=key={model_files.key}", "--from-literal=unrelated=do-not-mount")
+    kubectl.apply(policy_yaml("sim"), ns)
+    plaintext = model_files.sha(model_files.v1)
+    model = model_yaml("chat", "sim", model_files.encrypted, plaintext, replicas=1)
+    model = model.replace("    sha256:", "    encryption: {keyRef: {name: model-key, key: key}}\n"
+                          "    sha256:")
+    kubectl.apply(model, ns)
+    wait_serving(ns, "chat", 1)
+    ip = ready_endpoints(ns, "chat")[0]
+    assert attested_digest(ip, "chat") == plaintext
+    assert chat(ip, "chat", stream=True) is not None
+    pod = live_pods(ns, "chat")[0]
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert vols["model-key"]["secret"]["items"] == [
+        {"key": "key", "path": "model.key", "mode": 0o400}]
+    for c in pod["spec"].get("initContainers") or []:
+        assert all(m["name"] != "model-key" for m in c.get("volumeMounts") or []), c

@@ -167,7 +167,13 @@ pub fn plan(im: &InferenceModel, tee: Option<TeeKind>) -> RuntimePlan {
             "model_key_source = {{ file = {} }}",
             hcl_string(&format!("{KEY_DIR}/{KEY_FILE}"))
         );
-        let _ = writeln!(h, "in_memory_decrypt = true");
+        // Never plaintext on disk: decrypted into locked memory, or, with layer streaming,
+        // one layer at a time.
+        if rt.layer_streaming {
+            let _ = writeln!(h, "streaming_decrypt = true");
+        } else {
+            let _ = writeln!(h, "in_memory_decrypt = true");
+        }
     }
     let _ = writeln!(
         h,
@@ -175,13 +181,20 @@ pub fn plan(im: &InferenceModel, tee: Option<TeeKind>) -> RuntimePlan {
         hcl_string(name),
         hcl_string(&format!("sha256:{digest}"))
     );
+    // `spec.model.sha256` is the plaintext's digest. A plaintext file is pinned by it as soon
+    // as it is fetched or registered; an encrypted file's bytes are ciphertext, so there the
+    // pin is `model_hashes` alone, checked while decrypting (every chunk is authenticated)
+    // before the server starts serving.
+    let file_pin = key_secret.is_none().then_some(digest);
     if let ModelDelivery::Volume { path, .. } = &delivery {
+        let pin = file_pin
+            .map(|d| format!(", sha256 = {}", hcl_string(d)))
+            .unwrap_or_default();
         let _ = writeln!(
             h,
-            "models = {{\n  {} = {{ path = {}, sha256 = {} }}\n}}",
+            "models = {{\n  {} = {{ path = {}{pin} }}\n}}",
             hcl_string(name),
             hcl_string(path),
-            hcl_string(digest)
         );
     }
 
@@ -193,17 +206,26 @@ pub fn plan(im: &InferenceModel, tee: Option<TeeKind>) -> RuntimePlan {
         config_path.clone(),
     ];
     let pull_command = match &delivery {
-        ModelDelivery::Pull { url, .. } => Some(vec![
-            RUNTIME_BINARY.to_string(),
-            "pull".into(),
-            name.clone(),
-            "--url".into(),
-            url.clone(),
-            "--sha256".into(),
-            digest.to_string(),
-            "--config".into(),
-            config_path,
-        ]),
+        ModelDelivery::Pull { url, .. } => {
+            let mut cmd = vec![
+                RUNTIME_BINARY.to_string(),
+                "pull".into(),
+                name.clone(),
+                "--url".into(),
+                url.clone(),
+            ];
+            // The pull reads `model_hashes` from the config as a pin on the fetched bytes, so
+            // an encrypted pull gets neither (the store location comes from A3S_POWER_HOME).
+            if let Some(d) = file_pin {
+                cmd.extend([
+                    "--sha256".into(),
+                    d.to_string(),
+                    "--config".into(),
+                    config_path,
+                ]);
+            }
+            Some(cmd)
+        }
         ModelDelivery::Volume { .. } => None,
     };
     let mut env = vec![("A3S_POWER_HOME".to_string(), DATA_DIR.to_string())];
@@ -318,5 +340,25 @@ mod tests {
                 .contains("model_key_source = { file = \"/run/a3s-power/keys/model.key\" }")
         );
         assert_eq!(p.key_secret, Some(("model-key".into(), "k".into())));
+        assert!(p.hcl.contains("in_memory_decrypt = true\n"), "{}", p.hcl);
+        // The digest is the plaintext's: it pins the model identity, never the fetched
+        // ciphertext.
+        assert!(p.hcl.contains(&format!("\"tiny\" = \"sha256:{DIGEST}\"")));
+        let pull = p.pull_command.expect("pull");
+        assert!(!pull.contains(&DIGEST.to_string()), "{pull:?}");
+        assert!(!pull.contains(&"--config".to_string()), "{pull:?}");
+
+        let pvc = plan(
+            &model("chat")
+                .with_key("model-key", "k")
+                .with_pvc("models", "tiny/m.gguf.enc"),
+            None,
+        );
+        assert!(
+            pvc.hcl
+                .contains("\"tiny\" = { path = \"/models/tiny/m.gguf.enc\" }"),
+            "{}",
+            pvc.hcl
+        );
     }
 }
