@@ -275,23 +275,18 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
             });
         return;
     }
-    // Prefill: each weight row is decoded once for a tile of up to MULTI_MAX activation rows
-    // while it is hot in L1; results come out row-major per weight row and are transposed.
-    let chunk = row_chunk(rows);
+    // Prefill: a GEMM of each chunk of weight rows with all activation rows (register-blocked
+    // tiles of GEMM_ROWS rows where the format has them); results come out row-major per
+    // weight row and are transposed.
+    let chunk = row_chunk(rows).next_multiple_of(quant::GEMM_ROWS);
     grow(tmp, rows * n);
     tmp[..rows * n]
         .par_chunks_mut(chunk * n)
         .enumerate()
         .for_each(|(ci, o)| {
             let r0 = ci * chunk;
-            for (i, ys) in o.chunks_mut(n).enumerate() {
-                let r = r0 + i;
-                let wr = &wb[r * rb..(r + 1) * rb];
-                for (t, tile) in ys.chunks_mut(quant::MULTI_MAX).enumerate() {
-                    let b0 = t * quant::MULTI_MAX;
-                    quant::vec_dot_multi(w.ty, cols, wr, &xq.data[b0 * xrb..], xrb, tile);
-                }
-            }
+            let nr = o.len() / n;
+            quant::gemm(w.ty, cols, &wb[r0 * rb..], rb, nr, &xq.data, xrb, n, o);
         });
     for b in 0..n {
         for r in 0..rows {

@@ -16,9 +16,9 @@
 
 use half::f16;
 use picolm::quant::{
-    self, GgmlType, Isa, MULTI_MAX, QuantError, ROWS_MAX, available_isas, dequantize,
-    quantize_activation, try_vec_dot, vec_dot, vec_dot_isa, vec_dot_multi, vec_dot_multi_isa,
-    vec_dot_rows, vec_dot_rows_isa,
+    self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, QuantError, ROWS_MAX, available_isas, dequantize,
+    gemm, gemm_isa, quantize_activation, quantize_activation_isa, try_vec_dot, vec_dot,
+    vec_dot_isa, vec_dot_multi, vec_dot_multi_isa, vec_dot_rows, vec_dot_rows_isa,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -388,6 +388,162 @@ fn tiles_match_scalar_per_row_dots() {
         }
     }
     eprintln!("{checked} tile/scalar comparisons");
+}
+
+#[test]
+fn gemm_matches_scalar_per_row_dots() {
+    // Every format and ISA: gemm over row counts around whole GEMM_ROWS tiles (the packed
+    // register-blocked kernels take whole tiles, the rest goes through vec_dot_multi) and
+    // activation counts around the kernels' register blocks, strided with junk between rows,
+    // against the scalar per-row vec_dot within the per-row SIMD tolerance.
+    let mut rng = StdRng::seed_from_u64(0x6E33);
+    let mut checked = 0;
+    for ty in FORMATS {
+        let vdt = ty.vec_dot_type();
+        let counts: &[usize] = if ty.block_len() == 256 {
+            &[1, 2, 3, 7]
+        } else {
+            &[1, 3, 8]
+        };
+        for (k, &nb) in counts.iter().enumerate() {
+            let n = nb * ty.block_len().max(32);
+            let (wb, ab) = (ty.row_bytes(n).unwrap(), vdt.row_bytes(n).unwrap());
+            let (wstride, astride) = (wb + 7, ab + 3);
+            let rows = [GEMM_ROWS, 2 * GEMM_ROWS + 3, 5, GEMM_ROWS + 1][k % 4];
+            let n_acts = [13, 1, 6, 9][k % 4];
+            let pattern = [Pattern::Random, Pattern::AllOnes, Pattern::HighBit][k % 3];
+            let mut ws = vec![0xA5u8; wstride * rows];
+            let w_rows: Vec<Vec<u8>> = (0..rows)
+                .map(|i| {
+                    let p = if i % 5 == 4 {
+                        Pattern::AllZeros
+                    } else {
+                        pattern
+                    };
+                    let w = weight_row(&mut rng, ty, n, p);
+                    ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
+                    w
+                })
+                .collect();
+            let mut acts = vec![0x5Au8; astride * n_acts];
+            let a_rows: Vec<Vec<u8>> = (0..n_acts)
+                .map(|j| {
+                    let a = quantized(vdt, &activations(&mut rng, n, j % 3 == 1));
+                    acts[j * astride..j * astride + ab].copy_from_slice(&a);
+                    a
+                })
+                .collect();
+            for isa in available_isas() {
+                let mut out = vec![f32::NAN; rows * n_acts + 1];
+                gemm_isa(
+                    isa, ty, n, &ws, wstride, rows, &acts, astride, n_acts, &mut out,
+                )
+                .unwrap();
+                assert!(out[rows * n_acts].is_nan(), "gemm wrote past rows * n_acts");
+                for i in 0..rows {
+                    for j in 0..n_acts {
+                        let (w, a) = (&w_rows[i], &a_rows[j]);
+                        let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
+                        let got = out[i * n_acts + j];
+                        let tol = if isa == Isa::Scalar {
+                            0.0
+                        } else {
+                            scalar_tolerance(ty, w, a, n)
+                        };
+                        let err = f64::from((got - reference).abs());
+                        assert!(
+                            err <= tol,
+                            "gemm {ty} {isa:?} n={n} rows={rows} i={i} j={j}: {got} vs scalar \
+                             {reference} (|err| {err:e} > tol {tol:e})"
+                        );
+                        checked += 1;
+                    }
+                }
+                if isa == quant::isa() {
+                    let mut active = vec![f32::NAN; rows * n_acts];
+                    gemm(
+                        ty,
+                        n,
+                        &ws,
+                        wstride,
+                        rows,
+                        &acts,
+                        astride,
+                        n_acts,
+                        &mut active,
+                    );
+                    assert_eq!(
+                        active,
+                        out[..rows * n_acts],
+                        "gemm {ty}: active ISA differs"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("{checked} gemm/scalar comparisons");
+}
+
+#[test]
+fn simd_activation_quantizers_are_bit_identical_to_scalar() {
+    // Every activation format on every ISA: the same bytes as the scalar reference, on random
+    // rows and on the blocks where a SIMD quantizer could differ (all zeros, a NaN, ±inf,
+    // subnormal maxima, the maximum repeated with both signs, exact .5 products).
+    let mut rng = StdRng::seed_from_u64(0x98);
+    let n = 256 * 12;
+    let mut rows: Vec<Vec<f32>> = (0..8)
+        .map(|k| {
+            let scale = [1.0f32, 1e-3, 300.0, 1e-30][k % 4];
+            (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+                .collect()
+        })
+        .collect();
+    let mut special = activations(&mut rng, n, false);
+    special[..256].fill(0.0);
+    special[256 + 17] = f32::NAN;
+    special[512 + 3] = f32::INFINITY;
+    special[768 + 5] = -f32::INFINITY;
+    special[1024..1280].iter_mut().for_each(|v| *v *= 1e-39);
+    special[1280 + 9] = -2.0;
+    special[1280 + 200] = 2.0;
+    special[1536 + 44] = 2.0;
+    special[1536 + 45] = -2.0;
+    for (i, v) in special[1792..2048].iter_mut().enumerate() {
+        // Products iscale·v = k + 0.5: ties must round to even.
+        *v = -((i % 127) as f32 + 0.5) / 127.0;
+    }
+    special[1792] = 1.0;
+    special[2048..2304].fill(-0.0);
+    special[2304 + 100] = f32::MIN_POSITIVE;
+    rows.push(special);
+    for ty in [
+        GgmlType::Q8_K,
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
+        for (k, x) in rows.iter().enumerate() {
+            let reference = {
+                let mut d = vec![0u8; ty.row_bytes(n).unwrap()];
+                quantize_activation_isa(Isa::Scalar, ty, x, &mut d)
+                    .unwrap()
+                    .unwrap();
+                d
+            };
+            for isa in available_isas() {
+                let mut d = vec![0xEEu8; ty.row_bytes(n).unwrap()];
+                quantize_activation_isa(isa, ty, x, &mut d)
+                    .unwrap()
+                    .unwrap();
+                assert!(
+                    d == reference,
+                    "{ty} {isa:?} row {k}: bytes differ from scalar"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! the forward pass) pass rows as byte slices and validate shapes with [`GgmlType::row_bytes`].
 
 mod blocks;
+mod gemm;
 mod scalar;
 mod types;
 #[cfg(target_arch = "x86_64")]
@@ -23,6 +24,7 @@ use blocks::{
     BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
     BlockQ8_0, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut,
 };
+pub use gemm::GEMM_ROWS;
 use std::sync::LazyLock;
 pub use types::GgmlType;
 use types::TYPE_COUNT;
@@ -128,13 +130,34 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 
 /// Quantizes an f32 activation row into `vdt` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) exactly as
 /// llama.cpp's x86 CPU backend does; `dst.len()` must equal `vdt.row_bytes(x.len())`.
+///
+/// SIMD quantizers (Q8_K on AVX-512) give the same bytes as the scalar reference.
 pub fn quantize_activation(vdt: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    quantize_on(&ACTIVE, vdt, x, dst)
+}
+
+/// [`quantize_activation`] on a given ISA's kernels; `None` (and `dst` untouched) if this CPU
+/// cannot run `isa`.
+pub fn quantize_activation_isa(
+    isa: Isa,
+    vdt: GgmlType,
+    x: &[f32],
+    dst: &mut [u8],
+) -> Option<Result<(), QuantError>> {
+    Some(quantize_on(kernels(isa)?, vdt, x, dst))
+}
+
+fn quantize_on(k: &Kernels, vdt: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     use GgmlType::*;
     if !matches!(vdt, F32 | F16 | BF16 | Q8_0 | Q8_1 | Q8_K) {
         return Err(QuantError::NotActivationType { ty: vdt });
     }
     let n = x.len();
     check_len(vdt, "destination", n, dst.len())?;
+    if let Some(f) = k.quantize[vdt as usize] {
+        f(x, dst);
+        return Ok(());
+    }
     let nb = n / vdt.block_len();
     match vdt {
         F32 => scalar::quantize_f32(x, dst),
@@ -178,6 +201,11 @@ pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
 /// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
 pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
+/// `fn(n, weight rows, weight row stride, activations, activation stride, activation count,
+/// out)`: [`gemm`]'s contract for exactly [`GEMM_ROWS`] weight rows.
+/// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
+pub(crate) type QuantFn = fn(&[f32], &mut [u8]);
+pub(crate) type GemmFn = fn(usize, &[u8], usize, &[u8], usize, usize, &mut [f32]);
 
 /// One ISA's kernels. Tables for SIMD ISAs are only ever handed out by [`kernels`] after the
 /// CPU features they need have been detected, which is what makes their safe function
@@ -190,6 +218,12 @@ pub(crate) struct Kernels {
     /// Tile kernels; `None` where [`vec_dot_multi`] / [`vec_dot_rows`] loop over `dot`.
     pub(crate) multi: [Option<MultiFn>; TYPE_COUNT],
     pub(crate) rows: [Option<RowsFn>; TYPE_COUNT],
+    /// Register-blocked GEMM over [`GEMM_ROWS`]-row tiles; `None` where [`gemm`] loops over
+    /// `multi`.
+    pub(crate) gemm: [Option<GemmFn>; TYPE_COUNT],
+    /// Activation quantizers by activation type, bit-identical to the scalar ones; `None`
+    /// where [`quantize_activation`] uses the scalar reference.
+    pub(crate) quantize: [Option<QuantFn>; TYPE_COUNT],
     pub(crate) dot_f32: fn(&[f32], &[f32]) -> f32,
     pub(crate) dot_f16_f32: fn(&[half::f16], &[f32]) -> f32,
     pub(crate) axpy_f16: fn(&mut [f32], f32, &[half::f16]),
@@ -226,6 +260,8 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi: [None; TYPE_COUNT],
         rows: [None; TYPE_COUNT],
+        gemm: [None; TYPE_COUNT],
+        quantize: [None; TYPE_COUNT],
         dot_f32: scalar::dot_f32,
         dot_f16_f32: scalar::dot_f16_f32,
         axpy_f16: scalar::axpy_f16,
@@ -443,6 +479,110 @@ fn rows_on(
         None => {
             for (i, o) in out.iter_mut().enumerate() {
                 *o = dot(n, &w[i.saturating_mul(row_bytes)..], act);
+            }
+        }
+    }
+}
+
+/// `out[i * n_acts + j] = vec_dot(ty, n, w_i, act_j)` for `i in 0..rows`, `j in 0..n_acts`,
+/// with `w_i = w[i * row_bytes..]` and `act_j = acts[j * stride..]`: the prefill matrix
+/// product of a block of weight rows with every activation row of a chunk.
+///
+/// Where the ISA has a GEMM kernel for `ty` (Q4_K, Q5_K and Q6_K on AVX-512), whole tiles of
+/// [`GEMM_ROWS`] rows go through it: each tile is packed once and multiplied with all the
+/// activation rows in register blocks. Other rows and formats use [`vec_dot_multi`]. Each
+/// result equals [`vec_dot`]'s up to the order of f32 additions.
+///
+/// # Panics
+/// As [`vec_dot`], and if `out` is shorter than `rows * n_acts` or a row lies past the end of
+/// `w` or `acts`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn gemm(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    gemm_on(
+        &ACTIVE, ty, n, w, row_bytes, rows, acts, stride, n_acts, out,
+    )
+}
+
+/// [`gemm`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot run
+/// `isa`. Same contract.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    gemm_on(
+        kernels(isa)?,
+        ty,
+        n,
+        w,
+        row_bytes,
+        rows,
+        acts,
+        stride,
+        n_acts,
+        out,
+    );
+    Some(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    let dot = dot_fn(k, ty);
+    let out = &mut out[..rows.saturating_mul(n_acts)];
+    if n_acts == 0 {
+        return;
+    }
+    let mut r = 0;
+    if let Some(f) = k.gemm[ty as usize] {
+        debug_assert!(n.is_multiple_of(ty.block_len()));
+        while r + GEMM_ROWS <= rows {
+            let o = &mut out[r * n_acts..(r + GEMM_ROWS) * n_acts];
+            f(n, &w[r * row_bytes..], row_bytes, acts, stride, n_acts, o);
+            r += GEMM_ROWS;
+        }
+    }
+    for (i, o) in out.chunks_exact_mut(n_acts).enumerate().skip(r) {
+        let wr = &w[i * row_bytes..];
+        match k.multi[ty as usize] {
+            Some(f) => {
+                for (t, tile) in o.chunks_mut(MULTI_MAX).enumerate() {
+                    f(n, wr, &acts[t * MULTI_MAX * stride..], stride, tile);
+                }
+            }
+            None => {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = dot(n, wr, &acts[j.saturating_mul(stride)..]);
+                }
             }
         }
     }

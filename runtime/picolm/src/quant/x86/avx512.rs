@@ -524,3 +524,57 @@ pub(crate) fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[f16]) {
     }
     avx2::axpy_f16(ac.into_remainder(), alpha, &x[done..n]);
 }
+
+/// `quantize_row_q8_K` with AVX-512, bit-identical to the scalar reference: the same amax
+/// (NaNs skipped: `vmaxps` returns its second operand when the first is NaN), the same signed
+/// maximum (its first occurrence), the same f32 products rounded half to even by `vcvtps2dq`,
+/// NaN products mapped to 0 as Rust's `as` cast does. Blocks whose scale is not finite
+/// (an infinite or subnormal maximum) take the scalar path.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    for (b, x) in y.iter_mut().zip(x.chunks_exact(256)) {
+        let v: [__m512; 16] = std::array::from_fn(|i| load_ps512(&x[16 * i..]));
+        let mut m = _mm512_setzero_ps();
+        for &vi in &v {
+            m = _mm512_max_ps(_mm512_abs_ps(vi), m);
+        }
+        let amax = _mm512_reduce_max_ps(m);
+        if amax == 0.0 {
+            b.d = 0f32.to_le_bytes();
+            b.qs = [0; 256];
+            b.bsums = [0; 32];
+            continue;
+        }
+        let am = _mm512_set1_ps(amax);
+        let mut max = amax;
+        for (i, &vi) in v.iter().enumerate() {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(vi), am);
+            if hit != 0 {
+                max = x[16 * i + hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        if !iscale.is_finite() || !amax.is_finite() {
+            super::super::scalar::quantize_q8_k(x, std::slice::from_mut(b));
+            continue;
+        }
+        let is = _mm512_set1_ps(iscale);
+        let mut sums = [0i16; 16];
+        for (i, &vi) in v.iter().enumerate() {
+            let p = _mm512_mul_ps(is, vi);
+            let ord = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+            let q = _mm512_maskz_cvtps_epi32(ord, p);
+            // |q| <= 127: the sum of 16 fits an i16, and the narrowing is exact.
+            sums[i] = _mm512_reduce_add_epi32(q) as i16;
+            let q8 = _mm512_cvtepi32_epi8(q);
+            // SAFETY: `b.qs[16 * i..]` holds at least 16 bytes; `storeu` has no alignment
+            // requirement.
+            unsafe { _mm_storeu_si128(b.qs[16 * i..16 * i + 16].as_mut_ptr().cast(), q8) };
+        }
+        for (o, s) in b.bsums.chunks_exact_mut(2).zip(sums) {
+            o.copy_from_slice(&s.to_le_bytes());
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+    }
+}

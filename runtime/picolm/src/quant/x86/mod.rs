@@ -7,10 +7,11 @@
 
 mod avx2;
 mod avx512;
+mod gemm512;
 
-use super::blocks::{BlockQ4_1, BlockQ5_1, BlockQ8_1, as_blocks};
+use super::blocks::{BlockQ4_1, BlockQ5_1, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut};
 use super::types::TYPE_COUNT;
-use super::{DotFn, GgmlType, Isa, Kernels, MultiFn, RowsFn};
+use super::{DotFn, GemmFn, GgmlType, Isa, Kernels, MultiFn, QuantFn, RowsFn};
 use std::sync::LazyLock;
 
 fn has_avx2() -> bool {
@@ -216,6 +217,26 @@ macro_rules! tile_fns {
     }};
 }
 
+/// A [`GemmFn`] for the packed-tile kernel of module `$m` over the format `$k`.
+macro_rules! gemm_fn {
+    ($m:ident, $k:ident) => {{
+        fn gemm(
+            n: usize,
+            w: &[u8],
+            rb: usize,
+            acts: &[u8],
+            stride: usize,
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: reachable only through a table `kernels` returned after detecting the
+            // features `$m` is compiled for.
+            unsafe { $m::gemm::<super::gemm::$k>(n, w, rb, acts, stride, n_acts, out) }
+        }
+        Some(gemm as GemmFn)
+    }};
+}
+
 /// A [`DotFn`] over blocks for the target-feature kernel `$f`.
 macro_rules! simd_block_dot {
     ($wb:ty, $ab:ty, $len:expr, $f:path) => {{
@@ -279,6 +300,8 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi,
         rows,
+        gemm: [None; TYPE_COUNT],
+        quantize: [None; TYPE_COUNT],
         dot_f32,
         dot_f16_f32,
         axpy_f16,
@@ -300,6 +323,17 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
     }
     dot[F16 as usize] = simd_flat_dot!(avx512::dot_f16);
+    let mut gemm: [Option<GemmFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    gemm[Q4_K as usize] = gemm_fn!(gemm512, Q4KPack);
+    gemm[Q5_K as usize] = gemm_fn!(gemm512, Q5KPack);
+    gemm[Q6_K as usize] = gemm_fn!(gemm512, Q6KPack);
+    let mut quantize: [Option<QuantFn>; TYPE_COUNT] = AVX2.quantize;
+    fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
+        let nb = x.len() / 256;
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::quantize_q8_k(x, as_blocks_mut::<BlockQ8K>(dst, nb)) }
+    }
+    quantize[Q8_K as usize] = Some(quantize_q8_k as QuantFn);
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx512::dot_f32(a, b) }
@@ -317,6 +351,8 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi,
         rows,
+        gemm,
+        quantize,
         dot_f32,
         dot_f16_f32,
         axpy_f16,
