@@ -254,7 +254,8 @@ fn row_chunk(rows: usize) -> usize {
 }
 
 /// `out[b * w.rows + r] = w.row(r) · x[b]` for `n` activation rows quantized in `xq`.
-fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+// `_tmp` (`Scratch::mm`) is no longer needed: the prefill GEMM writes its results in place.
+fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], _tmp: &mut Vec<f32>) {
     debug_assert!(xq.matches(w.ty));
     let wb = w.bytes(file);
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
@@ -276,23 +277,22 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
         return;
     }
     // Prefill: a GEMM of each chunk of weight rows with all activation rows (register-blocked
-    // tiles of GEMM_ROWS rows where the format has them); results come out row-major per
-    // weight row and are transposed.
+    // tiles of GEMM_ROWS rows where the format has them). Each task gets its chunk's part of
+    // every output row, so results land in place.
     let chunk = row_chunk(rows).next_multiple_of(quant::GEMM_ROWS);
-    grow(tmp, rows * n);
-    tmp[..rows * n]
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(ci, o)| {
-            let r0 = ci * chunk;
-            let nr = o.len() / n;
-            quant::gemm(w.ty, cols, &wb[r0 * rb..], rb, nr, &xq.data, xrb, n, o);
-        });
-    for b in 0..n {
-        for r in 0..rows {
-            out[b * rows + r] = tmp[r * n + b];
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(chunk))
+        .map(|_| Vec::with_capacity(n))
+        .collect();
+    for orow in out[..n * rows].chunks_mut(rows) {
+        for (part, piece) in parts.iter_mut().zip(orow.chunks_mut(chunk)) {
+            part.push(piece);
         }
     }
+    parts.into_par_iter().enumerate().for_each(|(ci, mut o)| {
+        let r0 = ci * chunk;
+        let nr = o[0].len();
+        quant::gemm(w.ty, cols, &wb[r0 * rb..], rb, nr, &xq.data, xrb, &mut o);
+    });
 }
 
 /// RMSNorm of each `dim`-row of `x` into `out`, times `weight`.

@@ -434,17 +434,19 @@ fn gemm_matches_scalar_per_row_dots() {
                 })
                 .collect();
             for isa in available_isas() {
-                let mut out = vec![f32::NAN; rows * n_acts + 1];
-                gemm_isa(
-                    isa, ty, n, &ws, wstride, rows, &acts, astride, n_acts, &mut out,
-                )
-                .unwrap();
-                assert!(out[rows * n_acts].is_nan(), "gemm wrote past rows * n_acts");
+                // One output row per activation, one float longer than needed.
+                let mut out = vec![vec![f32::NAN; rows + 1]; n_acts];
+                let mut views: Vec<&mut [f32]> = out.iter_mut().map(|o| &mut o[..]).collect();
+                gemm_isa(isa, ty, n, &ws, wstride, rows, &acts, astride, &mut views).unwrap();
+                assert!(
+                    out.iter().all(|o| o[rows].is_nan()),
+                    "gemm wrote past `rows`"
+                );
                 for i in 0..rows {
                     for j in 0..n_acts {
                         let (w, a) = (&w_rows[i], &a_rows[j]);
                         let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
-                        let got = out[i * n_acts + j];
+                        let got = out[j][i];
                         let tol = if isa == Isa::Scalar {
                             0.0
                         } else {
@@ -460,23 +462,13 @@ fn gemm_matches_scalar_per_row_dots() {
                     }
                 }
                 if isa == quant::isa() {
-                    let mut active = vec![f32::NAN; rows * n_acts];
-                    gemm(
-                        ty,
-                        n,
-                        &ws,
-                        wstride,
-                        rows,
-                        &acts,
-                        astride,
-                        n_acts,
-                        &mut active,
-                    );
-                    assert_eq!(
-                        active,
-                        out[..rows * n_acts],
-                        "gemm {ty}: active ISA differs"
-                    );
+                    let mut active = vec![vec![f32::NAN; rows + 1]; n_acts];
+                    let mut views: Vec<&mut [f32]> =
+                        active.iter_mut().map(|o| &mut o[..rows]).collect();
+                    gemm(ty, n, &ws, wstride, rows, &acts, astride, &mut views);
+                    for (a, o) in active.iter().zip(&out) {
+                        assert_eq!(a[..rows], o[..rows], "gemm {ty}: active ISA differs");
+                    }
                 }
             }
         }

@@ -167,10 +167,13 @@ pub(crate) fn pack_tile<K: KPack>(w: &[u8], row_bytes: usize, nb: usize, dst: &m
     if dst.len() < len {
         dst.resize(len, Z::default());
     }
-    for r in 0..GEMM_ROWS {
-        let row = super::blocks::as_blocks::<K::B>(&w[r.saturating_mul(row_bytes)..], nb);
-        for (b, z) in row.iter().zip(dst[..len].chunks_exact_mut(st)) {
-            K::pack(b, z, r);
+    let rows: [&[K::B]; GEMM_ROWS] = std::array::from_fn(|r| {
+        super::blocks::as_blocks::<K::B>(&w[r.saturating_mul(row_bytes)..], nb)
+    });
+    // Block by block, so that the entries being filled stay in L1 for all the rows.
+    for (b, z) in dst[..len].chunks_exact_mut(st).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            K::pack(&row[b], z, r);
         }
     }
 }

@@ -201,11 +201,11 @@ pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
 /// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
 pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
-/// `fn(n, weight rows, weight row stride, activations, activation stride, activation count,
-/// out)`: [`gemm`]'s contract for exactly [`GEMM_ROWS`] weight rows.
 /// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
 pub(crate) type QuantFn = fn(&[f32], &mut [u8]);
-pub(crate) type GemmFn = fn(usize, &[u8], usize, &[u8], usize, usize, &mut [f32]);
+/// `fn(n, weight rows, weight row stride, activations, activation stride, r0, out)`: [`gemm`]'s
+/// contract for exactly [`GEMM_ROWS`] weight rows, written to `out[j][r0..r0 + GEMM_ROWS]`.
+pub(crate) type GemmFn = fn(usize, &[u8], usize, &[u8], usize, usize, &mut [&mut [f32]]);
 
 /// One ISA's kernels. Tables for SIMD ISAs are only ever handed out by [`kernels`] after the
 /// CPU features they need have been detected, which is what makes their safe function
@@ -484,9 +484,10 @@ fn rows_on(
     }
 }
 
-/// `out[i * n_acts + j] = vec_dot(ty, n, w_i, act_j)` for `i in 0..rows`, `j in 0..n_acts`,
-/// with `w_i = w[i * row_bytes..]` and `act_j = acts[j * stride..]`: the prefill matrix
-/// product of a block of weight rows with every activation row of a chunk.
+/// `out[j][i] = vec_dot(ty, n, w_i, act_j)` for `i in 0..rows`, `j in 0..out.len()`, with
+/// `w_i = w[i * row_bytes..]` and `act_j = acts[j * stride..]`: the prefill matrix product of
+/// a block of weight rows with every activation row of a chunk, each activation's results
+/// going straight to its own output row.
 ///
 /// Where the ISA has a GEMM kernel for `ty` (Q4_K, Q5_K and Q6_K on AVX-512), whole tiles of
 /// [`GEMM_ROWS`] rows go through it: each tile is packed once and multiplied with all the
@@ -494,7 +495,7 @@ fn rows_on(
 /// result equals [`vec_dot`]'s up to the order of f32 additions.
 ///
 /// # Panics
-/// As [`vec_dot`], and if `out` is shorter than `rows * n_acts` or a row lies past the end of
+/// As [`vec_dot`], and if an `out[j]` is shorter than `rows` or a row lies past the end of
 /// `w` or `acts`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -506,12 +507,9 @@ pub fn gemm(
     rows: usize,
     acts: &[u8],
     stride: usize,
-    n_acts: usize,
-    out: &mut [f32],
+    out: &mut [&mut [f32]],
 ) {
-    gemm_on(
-        &ACTIVE, ty, n, w, row_bytes, rows, acts, stride, n_acts, out,
-    )
+    gemm_on(&ACTIVE, ty, n, w, row_bytes, rows, acts, stride, out)
 }
 
 /// [`gemm`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot run
@@ -526,21 +524,9 @@ pub fn gemm_isa(
     rows: usize,
     acts: &[u8],
     stride: usize,
-    n_acts: usize,
-    out: &mut [f32],
+    out: &mut [&mut [f32]],
 ) -> Option<()> {
-    gemm_on(
-        kernels(isa)?,
-        ty,
-        n,
-        w,
-        row_bytes,
-        rows,
-        acts,
-        stride,
-        n_acts,
-        out,
-    );
+    gemm_on(kernels(isa)?, ty, n, w, row_bytes, rows, acts, stride, out);
     Some(())
 }
 
@@ -554,34 +540,38 @@ fn gemm_on(
     rows: usize,
     acts: &[u8],
     stride: usize,
-    n_acts: usize,
-    out: &mut [f32],
+    out: &mut [&mut [f32]],
 ) {
     let dot = dot_fn(k, ty);
-    let out = &mut out[..rows.saturating_mul(n_acts)];
-    if n_acts == 0 {
-        return;
+    for o in out.iter() {
+        assert!(o.len() >= rows, "gemm: output row of {} < {rows}", o.len());
     }
     let mut r = 0;
     if let Some(f) = k.gemm[ty as usize] {
         debug_assert!(n.is_multiple_of(ty.block_len()));
         while r + GEMM_ROWS <= rows {
-            let o = &mut out[r * n_acts..(r + GEMM_ROWS) * n_acts];
-            f(n, &w[r * row_bytes..], row_bytes, acts, stride, n_acts, o);
+            f(n, &w[r * row_bytes..], row_bytes, acts, stride, r, out);
             r += GEMM_ROWS;
         }
     }
-    for (i, o) in out.chunks_exact_mut(n_acts).enumerate().skip(r) {
+    for i in r..rows {
         let wr = &w[i * row_bytes..];
         match k.multi[ty as usize] {
             Some(f) => {
-                for (t, tile) in o.chunks_mut(MULTI_MAX).enumerate() {
-                    f(n, wr, &acts[t * MULTI_MAX * stride..], stride, tile);
+                let mut j0 = 0;
+                while j0 < out.len() {
+                    let m = (out.len() - j0).min(MULTI_MAX);
+                    let mut tile = [0f32; MULTI_MAX];
+                    f(n, wr, &acts[j0 * stride..], stride, &mut tile[..m]);
+                    for (o, &v) in out[j0..j0 + m].iter_mut().zip(&tile) {
+                        o[i] = v;
+                    }
+                    j0 += m;
                 }
             }
             None => {
-                for (j, o) in o.iter_mut().enumerate() {
-                    *o = dot(n, wr, &acts[j.saturating_mul(stride)..]);
+                for (j, o) in out.iter_mut().enumerate() {
+                    o[i] = dot(n, wr, &acts[j.saturating_mul(stride)..]);
                 }
             }
         }

@@ -506,7 +506,13 @@ pub(crate) fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
         }
     }
     let acc = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(acc) + avx2::dot_f16_f32(&a[done..n], &b[done..])
+    let sum = _mm512_reduce_add_ps(acc);
+    // Attention rows are usually whole multiples of 64 (head_dim): skip the call then.
+    if done == n {
+        sum
+    } else {
+        sum + avx2::dot_f16_f32(&a[done..n], &b[done..])
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -522,7 +528,9 @@ pub(crate) fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[f16]) {
         // SAFETY: `a` is a chunk of exactly 16 f32; `storeu` has no alignment requirement.
         unsafe { _mm512_storeu_ps(a.as_mut_ptr(), v) };
     }
-    avx2::axpy_f16(ac.into_remainder(), alpha, &x[done..n]);
+    if done < n {
+        avx2::axpy_f16(ac.into_remainder(), alpha, &x[done..n]);
+    }
 }
 
 /// `quantize_row_q8_K` with AVX-512, bit-identical to the scalar reference: the same amax

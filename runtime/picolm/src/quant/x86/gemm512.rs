@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Activation rows per micro-kernel call.
-const NA: usize = 4;
+const NA: usize = 8;
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -90,8 +90,8 @@ fn kernel<K: KPack, const N: usize>(tile: &[Z], nb: usize, acts: [&[BlockQ8K]; N
     acc
 }
 
-/// Runs the kernel for activation rows `j0..j0 + N` and stores row-major into `out`
-/// (`out[r * n_acts + j]`).
+/// Runs the kernel for activation rows `j0..j0 + N` and stores each one's 16 results at
+/// `out[j][r0..r0 + 16]`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -101,25 +101,17 @@ fn run<K: KPack, const N: usize>(
     acts: &[u8],
     stride_a: usize,
     j0: usize,
-    n_acts: usize,
-    out: &mut [f32],
+    r0: usize,
+    out: &mut [&mut [f32]],
 ) {
     let ys: [&[BlockQ8K]; N] = std::array::from_fn(|j| {
         super::super::blocks::as_blocks::<BlockQ8K>(&acts[(j0 + j).saturating_mul(stride_a)..], nb)
     });
     let acc = kernel::<K, N>(tile, nb, ys);
-    let mut lanes = [[0f32; GEMM_ROWS]; N];
-    for j in 0..N {
-        // SAFETY: `lanes[j]` holds 16 f32; `storeu` has no alignment requirement.
-        unsafe { _mm512_storeu_ps(lanes[j].as_mut_ptr(), acc[j]) };
-    }
-    for (r, o) in out[..GEMM_ROWS * n_acts]
-        .chunks_exact_mut(n_acts)
-        .enumerate()
-    {
-        for j in 0..N {
-            o[j0 + j] = lanes[j][r];
-        }
+    for (o, a) in out[j0..j0 + N].iter_mut().zip(acc) {
+        let o = &mut o[r0..r0 + GEMM_ROWS];
+        // SAFETY: `o` holds exactly 16 f32; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
     }
 }
 
@@ -127,8 +119,8 @@ thread_local! {
     static TILE: RefCell<Vec<Z>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out[r * n_acts + j]` = weight row r (of `GEMM_ROWS`, `row_bytes` apart in `w`) · activation
-/// row j (of `n_acts`, `stride_a` apart in `acts`), `n` elements each.
+/// `out[j][r0 + r]` = weight row r (of `GEMM_ROWS`, `row_bytes` apart in `w`) · activation
+/// row j (of `out.len()`, `stride_a` apart in `acts`), `n` elements each.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) fn gemm<K: KPack>(
@@ -137,21 +129,25 @@ pub(crate) fn gemm<K: KPack>(
     row_bytes: usize,
     acts: &[u8],
     stride_a: usize,
-    n_acts: usize,
-    out: &mut [f32],
+    r0: usize,
+    out: &mut [&mut [f32]],
 ) {
     let nb = n / 256;
     TILE.with_borrow_mut(|tile| {
         pack_tile::<K>(w, row_bytes, nb, tile);
         let tile = &tile[..];
         let mut j = 0;
-        while j < n_acts {
-            let m = (n_acts - j).min(NA);
+        while j < out.len() {
+            let m = (out.len() - j).min(NA);
             match m {
-                4 => run::<K, 4>(tile, nb, acts, stride_a, j, n_acts, out),
-                3 => run::<K, 3>(tile, nb, acts, stride_a, j, n_acts, out),
-                2 => run::<K, 2>(tile, nb, acts, stride_a, j, n_acts, out),
-                _ => run::<K, 1>(tile, nb, acts, stride_a, j, n_acts, out),
+                8 => run::<K, 8>(tile, nb, acts, stride_a, j, r0, out),
+                7 => run::<K, 7>(tile, nb, acts, stride_a, j, r0, out),
+                6 => run::<K, 6>(tile, nb, acts, stride_a, j, r0, out),
+                5 => run::<K, 5>(tile, nb, acts, stride_a, j, r0, out),
+                4 => run::<K, 4>(tile, nb, acts, stride_a, j, r0, out),
+                3 => run::<K, 3>(tile, nb, acts, stride_a, j, r0, out),
+                2 => run::<K, 2>(tile, nb, acts, stride_a, j, r0, out),
+                _ => run::<K, 1>(tile, nb, acts, stride_a, j, r0, out),
             }
             j += m;
         }

@@ -226,12 +226,12 @@ macro_rules! gemm_fn {
             rb: usize,
             acts: &[u8],
             stride: usize,
-            n_acts: usize,
-            out: &mut [f32],
+            r0: usize,
+            out: &mut [&mut [f32]],
         ) {
             // SAFETY: reachable only through a table `kernels` returned after detecting the
             // features `$m` is compiled for.
-            unsafe { $m::gemm::<super::gemm::$k>(n, w, rb, acts, stride, n_acts, out) }
+            unsafe { $m::gemm::<super::gemm::$k>(n, w, rb, acts, stride, r0, out) }
         }
         Some(gemm as GemmFn)
     }};
