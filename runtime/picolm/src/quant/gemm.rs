@@ -44,7 +44,16 @@ pub(crate) trait KPack {
     /// Whether the format has mins (`DM` is used).
     const MIN: bool;
     /// Writes one row's block into lane `r` of the block's entries `z` (`stride(NSUB)` long).
-    fn pack(b: &Self::B, z: &mut [Z], r: usize);
+    #[cfg(test)]
+    fn pack(b: &Self::B, z: &mut [Z], r: usize) {
+        Self::pack_quants(b, z, r);
+        Self::pack_params(b, z, r);
+    }
+    /// The `Q` entries of [`KPack::pack`] (the SIMD packers gather them instead).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn pack_quants(b: &Self::B, z: &mut [Z], r: usize);
+    /// The `SC`, `MP`, `D` and `DM` entries of [`KPack::pack`].
+    fn pack_params(b: &Self::B, z: &mut [Z], r: usize);
 }
 
 /// Entries per packed super-block.
@@ -87,7 +96,7 @@ impl KPack for Q4KPack {
     const NSUB: usize = 8;
     const MIN: bool = true;
     #[inline]
-    fn pack(b: &BlockQ4K, z: &mut [Z], r: usize) {
+    fn pack_quants(b: &BlockQ4K, z: &mut [Z], r: usize) {
         // Bytes 32c..32c + 32 hold sub-block 2c in their low nibbles, 2c + 1 in the high ones.
         for c in 0..4 {
             for t in 0..8 {
@@ -96,6 +105,9 @@ impl KPack for Q4KPack {
                 z[16 * c + 8 + t].0[r] = (w >> 4) & LOW4;
             }
         }
+    }
+    #[inline]
+    fn pack_params(b: &BlockQ4K, z: &mut [Z], r: usize) {
         pack_k4_params(&b.scales, b.d, b.dmin, z, r);
     }
 }
@@ -107,7 +119,7 @@ impl KPack for Q5KPack {
     const NSUB: usize = 8;
     const MIN: bool = true;
     #[inline]
-    fn pack(b: &BlockQ5K, z: &mut [Z], r: usize) {
+    fn pack_quants(b: &BlockQ5K, z: &mut [Z], r: usize) {
         // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l.
         for c in 0..4 {
             for t in 0..8 {
@@ -119,6 +131,9 @@ impl KPack for Q5KPack {
                 z[16 * c + 8 + t].0[r] = ((w >> 4) & LOW4) | h1;
             }
         }
+    }
+    #[inline]
+    fn pack_params(b: &BlockQ5K, z: &mut [Z], r: usize) {
         pack_k4_params(&b.scales, b.d, b.dmin, z, r);
     }
 }
@@ -130,7 +145,7 @@ impl KPack for Q6KPack {
     const NSUB: usize = 16;
     const MIN: bool = false;
     #[inline]
-    fn pack(b: &BlockQ6K, z: &mut [Z], r: usize) {
+    fn pack_quants(b: &BlockQ6K, z: &mut [Z], r: usize) {
         const LOW2: u32 = 0x0303_0303;
         for h in 0..2 {
             for t in 0..8 {
@@ -144,6 +159,9 @@ impl KPack for Q6KPack {
                 z[e + 24].0[r] = ((l1 >> 4) & LOW4) | (((qh >> 6) & LOW2) << 4);
             }
         }
+    }
+    #[inline]
+    fn pack_params(b: &BlockQ6K, z: &mut [Z], r: usize) {
         for k in 0..16 {
             z[SC_OFF + k].0[r] = i32::from(b.scales[k]) as u32;
         }
@@ -157,10 +175,12 @@ impl KPack for Q6KPack {
     }
 }
 
-/// Packs `GEMM_ROWS` rows of `nb` blocks (row `r` at `w[r * row_bytes..]`) into `dst`.
+/// Packs `GEMM_ROWS` rows of `nb` blocks (row `r` at `w[r * row_bytes..]`) into `dst`, one
+/// row at a time: the portable reference the SIMD packers are tested against.
 ///
 /// # Panics
 /// If a row lies past the end of `w`.
+#[cfg(test)]
 pub(crate) fn pack_tile<K: KPack>(w: &[u8], row_bytes: usize, nb: usize, dst: &mut Vec<Z>) {
     let st = stride(K::NSUB);
     let len = nb * st;

@@ -11,8 +11,10 @@
 //! AVX2 set and must only be called once those features have been detected.
 #![allow(unsafe_code)]
 
-use super::super::blocks::BlockQ8K;
-use super::super::gemm::{GEMM_ROWS, KPack, SC_OFF, Z, d_off, mp_off, pack_tile, stride};
+use super::super::blocks::{BlockQ8K, as_blocks};
+use super::super::gemm::{
+    GEMM_ROWS, KPack, Q4KPack, Q5KPack, Q6KPack, SC_OFF, Z, d_off, mp_off, stride,
+};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -115,6 +117,159 @@ fn run<K: KPack, const N: usize>(
     }
 }
 
+/// The 16 rows of a tile, for gathering the same dword of every row.
+pub(crate) struct Rows16<'a> {
+    w: &'a [u8],
+    /// Byte offsets of the rows: r · row_bytes in lane r.
+    vindex: __m512i,
+    /// Offset of the last row.
+    last: usize,
+}
+
+impl<'a> Rows16<'a> {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn new(w: &'a [u8], row_bytes: usize) -> Self {
+        let rb = i32::try_from(row_bytes)
+            .ok()
+            .filter(|&rb| rb <= i32::MAX / 16);
+        let rb = rb.expect("gemm: weight rows too long for 32-bit gather offsets");
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        Rows16 {
+            w,
+            vindex: _mm512_mullo_epi32(lanes, _mm512_set1_epi32(rb)),
+            last: 15 * row_bytes,
+        }
+    }
+
+    /// Lane r = the four bytes at `w[r * row_bytes + off..][..4]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn at(&self, off: usize) -> __m512i {
+        assert!(
+            self.last + off + 4 <= self.w.len(),
+            "gemm: gather past the weight rows"
+        );
+        // SAFETY: lane r reads 4 bytes at w + off + r·row_bytes, the furthest ending at
+        // w + last + off + 4, within `w` by the assertion; gathers need no alignment.
+        unsafe { _mm512_i32gather_epi32::<1>(self.vindex, self.w.as_ptr().add(off).cast()) }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn st(z: &mut Z, v: __m512i) {
+    // SAFETY: `Z` is 64 bytes with alignment 64, what the aligned store needs.
+    unsafe { _mm512_store_si512(z.0.as_mut_ptr().cast(), v) }
+}
+
+/// A format whose `Q` entries this module builds with gathers (16 rows at a time) instead of
+/// the portable [`KPack::pack_quants`] (one row at a time).
+pub(crate) trait Gather: KPack {
+    /// The `Q` entries of the block at byte `base` of every row.
+    ///
+    /// # Safety
+    /// The CPU must have this module's features.
+    unsafe fn gather_quants(g: &Rows16<'_>, base: usize, z: &mut [Z]);
+}
+
+impl Gather for Q4KPack {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn gather_quants(g: &Rows16<'_>, base: usize, z: &mut [Z]) {
+        let m4 = _mm512_set1_epi8(0xF);
+        for c in 0..4 {
+            for t in 0..8 {
+                // qs starts at byte 16 of a block_q4_K.
+                let v = g.at(base + 16 + 32 * c + 4 * t);
+                st(&mut z[16 * c + t], _mm512_and_si512(v, m4));
+                st(
+                    &mut z[16 * c + 8 + t],
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4),
+                );
+            }
+        }
+    }
+}
+
+impl Gather for Q5KPack {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn gather_quants(g: &Rows16<'_>, base: usize, z: &mut [Z]) {
+        let m4 = _mm512_set1_epi8(0xF);
+        let one = _mm512_set1_epi8(1);
+        for t in 0..8 {
+            // qh at byte 16 of a block_q5_K, qs at byte 48.
+            let h = g.at(base + 16 + 4 * t);
+            for c in 0..4 {
+                let v = g.at(base + 48 + 32 * c + 4 * t);
+                let bit = |k: u32| {
+                    let hk = _mm512_srlv_epi32(h, _mm512_set1_epi32(k as i32));
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(hk, one))
+                };
+                let lo = _mm512_and_si512(v, m4);
+                let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4);
+                st(&mut z[16 * c + t], _mm512_or_si512(lo, bit(2 * c as u32)));
+                st(
+                    &mut z[16 * c + 8 + t],
+                    _mm512_or_si512(hi, bit(2 * c as u32 + 1)),
+                );
+            }
+        }
+    }
+}
+
+impl Gather for Q6KPack {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn gather_quants(g: &Rows16<'_>, base: usize, z: &mut [Z]) {
+        let m4 = _mm512_set1_epi8(0xF);
+        let m3 = _mm512_set1_epi8(3);
+        let hi2 = |qh: __m512i, k: u32| {
+            let v = _mm512_srlv_epi32(qh, _mm512_set1_epi32(k as i32));
+            _mm512_slli_epi32::<4>(_mm512_and_si512(v, m3))
+        };
+        for h in 0..2 {
+            for t in 0..8 {
+                // ql at byte 0 of a block_q6_K, qh at byte 128.
+                let l0 = g.at(base + 64 * h + 4 * t);
+                let l1 = g.at(base + 64 * h + 32 + 4 * t);
+                let qh = g.at(base + 128 + 32 * h + 4 * t);
+                let e = 32 * h + t;
+                let low = |v: __m512i| _mm512_and_si512(v, m4);
+                let high = |v: __m512i| _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4);
+                st(&mut z[e], _mm512_or_si512(low(l0), hi2(qh, 0)));
+                st(&mut z[e + 8], _mm512_or_si512(low(l1), hi2(qh, 2)));
+                st(&mut z[e + 16], _mm512_or_si512(high(l0), hi2(qh, 4)));
+                st(&mut z[e + 24], _mm512_or_si512(high(l1), hi2(qh, 6)));
+            }
+        }
+    }
+}
+
+/// Packs `GEMM_ROWS` rows of `nb` blocks into `dst` (the layout of `quant::gemm`): quants by
+/// gathers, scales per row.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pack<K: Gather>(w: &[u8], row_bytes: usize, nb: usize, dst: &mut Vec<Z>) {
+    let st = stride(K::NSUB);
+    let len = nb * st;
+    if dst.len() < len {
+        dst.resize(len, Z::default());
+    }
+    let rows: [&[K::B]; GEMM_ROWS] =
+        std::array::from_fn(|r| as_blocks::<K::B>(&w[r.saturating_mul(row_bytes)..], nb));
+    let g = Rows16::new(w, row_bytes);
+    let bb = size_of::<K::B>();
+    for (b, z) in dst[..len].chunks_exact_mut(st).enumerate() {
+        // SAFETY: this function's features include `gather_quants`'.
+        unsafe { K::gather_quants(&g, b * bb, z) };
+        for (r, row) in rows.iter().enumerate() {
+            K::pack_params(&row[b], z, r);
+        }
+    }
+}
+
 thread_local! {
     static TILE: RefCell<Vec<Z>> = const { RefCell::new(Vec::new()) };
 }
@@ -123,7 +278,7 @@ thread_local! {
 /// row j (of `out.len()`, `stride_a` apart in `acts`), `n` elements each.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) fn gemm<K: KPack>(
+pub(crate) fn gemm<K: Gather>(
     n: usize,
     w: &[u8],
     row_bytes: usize,
@@ -134,7 +289,7 @@ pub(crate) fn gemm<K: KPack>(
 ) {
     let nb = n / 256;
     TILE.with_borrow_mut(|tile| {
-        pack_tile::<K>(w, row_bytes, nb, tile);
+        pack::<K>(w, row_bytes, nb, tile);
         let tile = &tile[..];
         let mut j = 0;
         while j < out.len() {
@@ -152,4 +307,44 @@ pub(crate) fn gemm<K: KPack>(
             j += m;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::gemm::{Q4KPack, Q5KPack, Q6KPack, pack_tile};
+    use super::*;
+
+    /// The gathering packer against the portable one, entry for entry, on random bytes (any
+    /// bytes are valid blocks) with rows an odd number of bytes apart.
+    fn same_packing<K: Gather>(bb: usize) {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let nb = 3;
+        let row_bytes = nb * bb + 5;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let w: Vec<u8> = (0..16 * row_bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        pack_tile::<K>(&w, row_bytes, nb, &mut a);
+        // SAFETY: the features were detected above.
+        unsafe { pack::<K>(&w, row_bytes, nb, &mut b) };
+        assert_eq!(a.len(), b.len());
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(p.0, q.0, "entry {i}");
+        }
+    }
+
+    #[test]
+    fn gathered_packing_matches_portable_packing() {
+        same_packing::<Q4KPack>(144);
+        same_packing::<Q5KPack>(176);
+        same_packing::<Q6KPack>(210);
+    }
 }

@@ -20,7 +20,7 @@ fn has_avx2() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-fn has_avx512() -> bool {
+pub(super) fn has_avx512() -> bool {
     has_avx2()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
