@@ -67,8 +67,9 @@ fn kernel<K: KPack, const N: usize>(
             let mut t = s * qps;
             while t < (s + 1) * qps {
                 let mut p16 = [_mm256_setzero_si256(); N];
-                for q in t..t + K::I16_QUADS.min(qps) {
-                    let w = ld(&z[q], h);
+                let group = t..t + K::I16_QUADS.min(qps);
+                for (q, zq) in group.clone().zip(&z[group]) {
+                    let w = ld(zq, h);
                     for j in 0..N {
                         let p = _mm256_maddubs_epi16(w, bcast_i8(&a[j].qs, 4 * q));
                         p16[j] = _mm256_add_epi16(p16[j], p);

@@ -54,8 +54,9 @@ fn kernel<K: KPack, const N: usize>(tile: &[Z], nb: usize, acts: [&[BlockQ8K]; N
         let mut iblk = [_mm512_setzero_si512(); N];
         for s in 0..K::NSUB {
             let mut isum = [_mm512_setzero_si512(); N];
-            for t in s * qps..(s + 1) * qps {
-                let w = ld(&z[t]);
+            let quads = s * qps..(s + 1) * qps;
+            for (t, zt) in quads.clone().zip(&z[quads]) {
+                let w = ld(zt);
                 for j in 0..N {
                     isum[j] = _mm512_dpbusd_epi32(isum[j], w, bcast_i8(&a[j].qs, 4 * t));
                 }
