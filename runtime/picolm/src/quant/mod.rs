@@ -203,8 +203,8 @@ pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
 pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
 /// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
 pub(crate) type QuantFn = fn(&[f32], &mut [u8]);
-/// `fn(n, weight rows, weight row stride, activations, activation stride, r0, out)`: [`gemm`]'s
-/// contract for exactly [`GEMM_ROWS`] weight rows, written to `out[j][r0..r0 + GEMM_ROWS]`.
+/// `fn(n, weight rows, weight row stride, activations, activation stride, rows, out)`:
+/// [`gemm`]'s contract for a whole number of [`GEMM_ROWS`]-row tiles.
 pub(crate) type GemmFn = fn(usize, &[u8], usize, &[u8], usize, usize, &mut [&mut [f32]]);
 
 /// One ISA's kernels. Tables for SIMD ISAs are only ever handed out by [`kernels`] after the
@@ -489,7 +489,8 @@ fn rows_on(
 /// a block of weight rows with every activation row of a chunk, each activation's results
 /// going straight to its own output row.
 ///
-/// Where the ISA has a GEMM kernel for `ty` (Q4_K, Q5_K and Q6_K on AVX-512), whole tiles of
+/// Where the ISA has a GEMM kernel for `ty` (Q4_K, Q5_K and Q6_K on AVX2 and AVX-512, also
+/// Q4_0, Q5_0 and Q8_0 on AVX-512), whole tiles of
 /// [`GEMM_ROWS`] rows go through it: each tile is packed once and multiplied with all the
 /// activation rows in register blocks. Other rows and formats use [`vec_dot_multi`]. Each
 /// result equals [`vec_dot`]'s up to the order of f32 additions.
@@ -549,9 +550,9 @@ fn gemm_on(
     let mut r = 0;
     if let Some(f) = k.gemm[ty as usize] {
         debug_assert!(n.is_multiple_of(ty.block_len()));
-        while r + GEMM_ROWS <= rows {
-            f(n, &w[r * row_bytes..], row_bytes, acts, stride, r, out);
-            r += GEMM_ROWS;
+        r = rows - rows % GEMM_ROWS;
+        if r > 0 {
+            f(n, w, row_bytes, acts, stride, r, out);
         }
     }
     for i in r..rows {

@@ -140,8 +140,8 @@ thread_local! {
     static TILE: RefCell<Vec<Z>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out[j][r0 + r]` = weight row r (of `GEMM_ROWS`, `row_bytes` apart in `w`) · activation
-/// row j (of `out.len()`, `stride_a` apart in `acts`), `n` elements each.
+/// `out[j][r]` = weight row r (of `rows`, a multiple of `GEMM_ROWS`, `row_bytes` apart in `w`)
+/// · activation row j (of `out.len()`, `stride_a` apart in `acts`), `n` elements each.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn gemm<K: KPack>(
@@ -150,24 +150,26 @@ pub(crate) fn gemm<K: KPack>(
     row_bytes: usize,
     acts: &[u8],
     stride_a: usize,
-    r0: usize,
+    rows: usize,
     out: &mut [&mut [f32]],
 ) {
     debug_assert_eq!(GEMM_ROWS, 16);
     let nb = n / 256;
     TILE.with_borrow_mut(|tile| {
-        pack_tile::<K>(w, row_bytes, nb, tile);
-        let tile = &tile[..];
-        let mut j = 0;
-        while j < out.len() {
-            let m = (out.len() - j).min(NA);
-            match m {
-                4 => run::<K, 4>(tile, nb, acts, stride_a, j, r0, out),
-                3 => run::<K, 3>(tile, nb, acts, stride_a, j, r0, out),
-                2 => run::<K, 2>(tile, nb, acts, stride_a, j, r0, out),
-                _ => run::<K, 1>(tile, nb, acts, stride_a, j, r0, out),
+        for r0 in (0..rows).step_by(GEMM_ROWS) {
+            pack_tile::<K>(&w[r0 * row_bytes..], row_bytes, nb, tile);
+            let tile = &tile[..];
+            let mut j = 0;
+            while j < out.len() {
+                let m = (out.len() - j).min(NA);
+                match m {
+                    4 => run::<K, 4>(tile, nb, acts, stride_a, j, r0, out),
+                    3 => run::<K, 3>(tile, nb, acts, stride_a, j, r0, out),
+                    2 => run::<K, 2>(tile, nb, acts, stride_a, j, r0, out),
+                    _ => run::<K, 1>(tile, nb, acts, stride_a, j, r0, out),
+                }
+                j += m;
             }
-            j += m;
         }
     });
 }

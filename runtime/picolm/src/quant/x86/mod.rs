@@ -227,12 +227,12 @@ macro_rules! gemm_fn {
             rb: usize,
             acts: &[u8],
             stride: usize,
-            r0: usize,
+            rows: usize,
             out: &mut [&mut [f32]],
         ) {
             // SAFETY: reachable only through a table `kernels` returned after detecting the
             // features `$m` is compiled for.
-            unsafe { $m::gemm::<super::gemm::$k>(n, w, rb, acts, stride, r0, out) }
+            unsafe { $m::gemm::<super::gemm::$k>(n, w, rb, acts, stride, rows, out) }
         }
         Some(gemm as GemmFn)
     }};
@@ -332,6 +332,13 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
     gemm[Q4_K as usize] = gemm_fn!(gemm512, Q4KPack);
     gemm[Q5_K as usize] = gemm_fn!(gemm512, Q5KPack);
     gemm[Q6_K as usize] = gemm_fn!(gemm512, Q6KPack);
+    for (ty, f) in [
+        (Q4_0, gemm512::gemm_legacy::<gemm512::Q4_0G> as GemmFn),
+        (Q5_0, gemm512::gemm_legacy::<gemm512::Q5_0G>),
+        (Q8_0, gemm512::gemm_legacy::<gemm512::Q8_0G>),
+    ] {
+        gemm[ty as usize] = Some(f);
+    }
     let mut quantize: [Option<QuantFn>; TYPE_COUNT] = AVX2.quantize;
     fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
         let nb = x.len() / 256;
