@@ -254,8 +254,7 @@ fn row_chunk(rows: usize) -> usize {
 }
 
 /// `out[b * w.rows + r] = w.row(r) · x[b]` for `n` activation rows quantized in `xq`.
-// `_tmp` (`Scratch::mm`) is no longer needed: the prefill GEMM writes its results in place.
-fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], _tmp: &mut Vec<f32>) {
+fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
     debug_assert!(xq.matches(w.ty));
     let wb = w.bytes(file);
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
@@ -276,24 +275,68 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], _tm
             });
         return;
     }
-    // Prefill: a GEMM of each chunk of weight rows with all activation rows (register-blocked
-    // tiles of GEMM_ROWS rows where the format has them). Each task gets its chunk's part of
-    // every output row, so results land in place.
-    let chunk = row_chunk(rows).next_multiple_of(quant::GEMM_ROWS);
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(chunk))
-        .map(|_| Vec::with_capacity(n))
-        .collect();
-    for orow in out[..n * rows].chunks_mut(rows) {
-        for (part, piece) in parts.iter_mut().zip(orow.chunks_mut(chunk)) {
-            part.push(piece);
+    if n < GEMM_MIN_ACTS {
+        // A few sequences decoding together: each weight row is decoded once for a tile of
+        // up to MULTI_MAX activation rows; results come out row-major per weight row and are
+        // transposed.
+        let chunk = row_chunk(rows);
+        grow(tmp, rows * n);
+        tmp[..rows * n]
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(ci, o)| {
+                let r0 = ci * chunk;
+                for (i, ys) in o.chunks_mut(n).enumerate() {
+                    let wr = &wb[(r0 + i) * rb..(r0 + i + 1) * rb];
+                    quant::vec_dot_multi(w.ty, cols, wr, &xq.data, xrb, ys);
+                }
+            });
+        for b in 0..n {
+            for r in 0..rows {
+                out[b * rows + r] = tmp[r * n + b];
+            }
         }
+        return;
     }
-    parts.into_par_iter().enumerate().for_each(|(ci, mut o)| {
-        let r0 = ci * chunk;
-        let nr = o[0].len();
-        quant::gemm(w.ty, cols, &wb[r0 * rb..], rb, nr, &xq.data, xrb, &mut o);
-    });
+    // Prefill: a GEMM of each chunk of weight rows with the activation rows (register-blocked
+    // tiles of GEMM_ROWS rows where the format has them, packed once per GEMM_ACTS activation
+    // rows). Chunk c's results land in `tmp` as [activation][row of the chunk] and are copied
+    // to `out` in contiguous runs; nothing is allocated once `tmp` has grown.
+    let chunk = row_chunk(rows).next_multiple_of(quant::GEMM_ROWS);
+    grow(tmp, rows * n);
+    tmp[..rows * n]
+        .par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(ci, o)| {
+            let r0 = ci * chunk;
+            let nr = o.len() / n;
+            let mut views = o.chunks_mut(nr);
+            for j0 in (0..n).step_by(GEMM_ACTS) {
+                let g = (n - j0).min(GEMM_ACTS);
+                let mut v: [&mut [f32]; GEMM_ACTS] =
+                    std::array::from_fn(|_| views.next().unwrap_or_default());
+                let acts = &xq.data[j0 * xrb..];
+                quant::gemm(w.ty, cols, &wb[r0 * rb..], rb, nr, acts, xrb, &mut v[..g]);
+            }
+        });
+    let tmp = &tmp[..rows * n];
+    out[..n * rows]
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(b, orow)| {
+            for (ci, o) in orow.chunks_mut(chunk).enumerate() {
+                let nr = o.len();
+                let src = ci * chunk * n + b * nr;
+                o.copy_from_slice(&tmp[src..src + nr]);
+            }
+        });
 }
+
+/// Fewest activation rows for which the prefill GEMM (which packs every weight tile first)
+/// beats the per-row tiles of `vec_dot_multi`.
+const GEMM_MIN_ACTS: usize = 8;
+/// Most activation rows per GEMM call: the output views live in a stack array.
+const GEMM_ACTS: usize = 256;
 
 /// RMSNorm of each `dim`-row of `x` into `out`, times `weight`.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

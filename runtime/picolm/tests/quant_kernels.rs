@@ -447,6 +447,16 @@ fn gemm_matches_scalar_per_row_dots() {
                         let (w, a) = (&w_rows[i], &a_rows[j]);
                         let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
                         let got = out[j][i];
+                        // Batch invariance: every path of an ISA (GEMM tiles, multi tiles, the
+                        // per-row dot) gives the same bits, so a sequence's tokens do not
+                        // depend on how many rows its batch had.
+                        let same_isa = vec_dot_isa(isa, ty, n, w, a).unwrap();
+                        assert_eq!(
+                            got.to_bits(),
+                            same_isa.to_bits(),
+                            "gemm {ty} {isa:?} n={n} rows={rows} i={i} j={j}: {got} vs vec_dot \
+                             {same_isa} on the same ISA"
+                        );
                         let tol = if isa == Isa::Scalar {
                             0.0
                         } else {

@@ -43,15 +43,14 @@ pub(crate) trait KPack {
     const NSUB: usize;
     /// Whether the format has mins (`DM` is used).
     const MIN: bool;
-    /// Quads (of four elements) whose `pmaddubsw` products can be summed in i16 without
-    /// overflow: 2·q_max·127 per quad, under 2^15 in total.
-    const I16_QUADS: usize;
     /// Writes one row's block into lane `r` of the block's entries `z` (`stride(NSUB)` long).
+    #[cfg(test)]
     fn pack(b: &Self::B, z: &mut [Z], r: usize) {
         Self::pack_quants(b, z, r);
         Self::pack_params(b, z, r);
     }
     /// The `Q` entries of [`KPack::pack`] (the AVX-512 packer gathers them instead).
+    #[cfg_attr(not(test), allow(dead_code))]
     fn pack_quants(b: &Self::B, z: &mut [Z], r: usize);
     /// The `SC`, `MP`, `D` and `DM` entries of [`KPack::pack`].
     fn pack_params(b: &Self::B, z: &mut [Z], r: usize);
@@ -96,7 +95,6 @@ impl KPack for Q4KPack {
     type B = BlockQ4K;
     const NSUB: usize = 8;
     const MIN: bool = true;
-    const I16_QUADS: usize = 8; // 8 · 2·15·127 = 30480
     #[inline]
     fn pack_quants(b: &BlockQ4K, z: &mut [Z], r: usize) {
         // Bytes 32c..32c + 32 hold sub-block 2c in their low nibbles, 2c + 1 in the high ones.
@@ -120,7 +118,6 @@ impl KPack for Q5KPack {
     type B = BlockQ5K;
     const NSUB: usize = 8;
     const MIN: bool = true;
-    const I16_QUADS: usize = 4; // 4 · 2·31·127 = 31496
     #[inline]
     fn pack_quants(b: &BlockQ5K, z: &mut [Z], r: usize) {
         // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l.
@@ -147,7 +144,6 @@ impl KPack for Q6KPack {
     type B = BlockQ6K;
     const NSUB: usize = 16;
     const MIN: bool = false;
-    const I16_QUADS: usize = 2; // 2 · 2·63·127 = 32004
     #[inline]
     fn pack_quants(b: &BlockQ6K, z: &mut [Z], r: usize) {
         const LOW2: u32 = 0x0303_0303;
@@ -180,11 +176,11 @@ impl KPack for Q6KPack {
 }
 
 /// Packs `GEMM_ROWS` rows of `nb` blocks (row `r` at `w[r * row_bytes..]`) into `dst`, one
-/// row at a time: the AVX2 tier's packer and the reference the gathering AVX-512 packer is
-/// tested against.
+/// row at a time: the reference the gathering AVX-512 packer is tested against.
 ///
 /// # Panics
 /// If a row lies past the end of `w`.
+#[cfg(test)]
 pub(crate) fn pack_tile<K: KPack>(w: &[u8], row_bytes: usize, nb: usize, dst: &mut Vec<Z>) {
     let st = stride(K::NSUB);
     let len = nb * st;

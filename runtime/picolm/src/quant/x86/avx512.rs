@@ -110,18 +110,41 @@ fn q8_0_act(a: &[BlockQ8_0]) -> Q8Act {
     }
 }
 
+/// Σ of the eight i32 lanes (exact).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: __m512) -> __m512 {
-    // Σ (y + 128)·s - 128·Σ s = Σ y·s, exact in i32.
+fn hsum_epi32_256(v: __m256i) -> i32 {
+    let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm_cvtsi128_si32(x)
+}
+
+/// Adds one block's exact integer dot `i` scaled by `d_w · d_a` to `acc` with one fused
+/// multiply-add: the canonical order every path of a format with a GEMM kernel follows
+/// (`gemm512`), so that a row's result does not depend on which kernel computed it (a
+/// sequence's tokens must not depend on its batch neighbours).
+#[inline(always)]
+fn canon(acc: f32, i: i32, dw: f32, da: f32) -> f32 {
+    (i as f32).mul_add(dw * da, acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: f32) -> f32 {
+    // Σ (y + 128)·s - 128·Σ s = Σ y·s, exact in i32; lanes 0..8 are the first block.
     let s = _mm512_dpbusd_epi32(w.corr, a.u, w.s);
-    _mm512_fmadd_ps(_mm512_mul_ps(w.d, a.d), _mm512_cvtepi32_ps(s), acc)
+    let i0 = hsum_epi32_256(_mm512_castsi512_si256(s));
+    let i1 = hsum_epi32_256(_mm512_extracti64x4_epi64::<1>(s));
+    let lane8 = |v: __m512| _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(v));
+    let acc = canon(acc, i0, _mm512_cvtss_f32(w.d), _mm512_cvtss_f32(a.d));
+    canon(acc, i1, lane8(w.d), lane8(a.d))
 }
 
 /// Implements `Tile` for a legacy format from its two-block decoder and its AVX2 kernel
 /// (for an odd last block).
 macro_rules! legacy_tile {
-    ($name:ident, $wb:ty, $decode:ident, $tail:ty) => {
+    ($name:ident, $wb:ty, $decode:ident) => {
         #[derive(Debug)]
         pub(crate) struct $name;
         impl Tile for $name {
@@ -130,11 +153,11 @@ macro_rules! legacy_tile {
             const STEP: usize = 2;
             type Dec = LegacyDec;
             type Act = Q8Act;
-            type Acc = __m512;
+            type Acc = f32;
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn zero() -> __m512 {
-                _mm512_setzero_ps()
+            unsafe fn zero() -> f32 {
+                0.0
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -148,26 +171,31 @@ macro_rules! legacy_tile {
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn dot(w: &LegacyDec, a: &Q8Act, acc: __m512) -> __m512 {
+            unsafe fn dot(w: &LegacyDec, a: &Q8Act, acc: f32) -> f32 {
                 legacy_dot(w, a, acc)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn finish(acc: __m512, w: &[$wb], a: &[BlockQ8_0]) -> f32 {
-                let tail = if w.is_empty() {
-                    0.0
-                } else {
-                    avx2::multi::<$tail, 1>(w, [a])[0]
-                };
-                _mm512_reduce_add_ps(acc) + tail
+            unsafe fn finish(acc: f32, w: &[$wb], a: &[BlockQ8_0]) -> f32 {
+                match (w.first(), a.first()) {
+                    // An odd last block: as a pair with itself, the first half's sum.
+                    (Some(w0), Some(a0)) => {
+                        let dec = legacy_dec($decode(w0, w0), scales_2x8(w0.d, w0.d));
+                        let act = q8_0_act(&[*a0, *a0]);
+                        let s = _mm512_dpbusd_epi32(dec.corr, act.u, dec.s);
+                        let i0 = hsum_epi32_256(_mm512_castsi512_si256(s));
+                        canon(acc, i0, _mm512_cvtss_f32(dec.d), _mm512_cvtss_f32(act.d))
+                    }
+                    _ => acc,
+                }
             }
         }
     };
 }
 
-legacy_tile!(Q4_0T, BlockQ4_0, q4_0_pair, avx2::Q4_0T);
-legacy_tile!(Q5_0T, BlockQ5_0, q5_0_pair, avx2::Q5_0T);
-legacy_tile!(Q8_0T, BlockQ8_0, q8_0_pair, avx2::Q8_0T);
+legacy_tile!(Q4_0T, BlockQ4_0, q4_0_pair);
+legacy_tile!(Q5_0T, BlockQ5_0, q5_0_pair);
+legacy_tile!(Q8_0T, BlockQ8_0, q8_0_pair);
 
 /// Two Q8_0 blocks' quants.
 #[inline]
@@ -306,15 +334,13 @@ fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4De
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: __m512) -> __m512 {
-    let sumi = scaled_dot4(&w.q, &a.y, &w.sc, _mm512_setzero_si512());
-    let summ = _mm256_madd_epi16(a.bsums, w.mins);
-    let f = _mm512_fnmadd_ps(
-        w.dmin,
-        _mm512_cvtepi32_ps(_mm512_zextsi256_si512(summ)),
-        _mm512_mul_ps(w.d, _mm512_cvtepi32_ps(sumi)),
-    );
-    _mm512_fmadd_ps(a.d, f, acc)
+fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: f32) -> f32 {
+    // The block's exact integer sums, then the canonical f32 steps (see `canon`).
+    let sumi = _mm512_reduce_add_epi32(scaled_dot4(&w.q, &a.y, &w.sc, _mm512_setzero_si512()));
+    let summ = hsum_epi32_256(_mm256_madd_epi16(a.bsums, w.mins));
+    let ad = _mm512_cvtss_f32(a.d);
+    let acc = canon(acc, sumi, _mm512_cvtss_f32(w.d), ad);
+    (-(summ as f32)).mul_add(_mm512_cvtss_f32(w.dmin) * ad, acc)
 }
 
 /// 32 bytes of packed nibbles → [low nibbles | high nibbles] (64 elements in order).
@@ -336,11 +362,11 @@ macro_rules! kquant_tile {
             const STEP: usize = 1;
             type Dec = $dec;
             type Act = Q8KAct;
-            type Acc = __m512;
+            type Acc = f32;
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn zero() -> __m512 {
-                _mm512_setzero_ps()
+            unsafe fn zero() -> f32 {
+                0.0
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -354,13 +380,13 @@ macro_rules! kquant_tile {
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn dot(w: &$dec, a: &Q8KAct, acc: __m512) -> __m512 {
+            unsafe fn dot(w: &$dec, a: &Q8KAct, acc: f32) -> f32 {
                 $dot(w, a, acc)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn finish(acc: __m512, _: &[$wb], _: &[BlockQ8K]) -> f32 {
-                _mm512_reduce_add_ps(acc)
+            unsafe fn finish(acc: f32, _: &[$wb], _: &[BlockQ8K]) -> f32 {
+                acc
             }
         }
     };
@@ -448,12 +474,12 @@ fn q6k_decode(x: &BlockQ6K) -> Q6Dec {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: __m512) -> __m512 {
+fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: f32) -> f32 {
     // The quants are used unsigned; -32 · Σ_k scale_k · bsum_k takes the offset back off
     // (|32 · scale| ≤ 4096 fits an i16).
     let off = _mm512_zextsi256_si512(_mm256_madd_epi16(a.bsums, w.off));
-    let sumi = scaled_dot4(&w.q, &a.y, &w.sc, off);
-    _mm512_fmadd_ps(_mm512_mul_ps(w.d, a.d), _mm512_cvtepi32_ps(sumi), acc)
+    let sumi = _mm512_reduce_add_epi32(scaled_dot4(&w.q, &a.y, &w.sc, off));
+    canon(acc, sumi, _mm512_cvtss_f32(w.d), _mm512_cvtss_f32(a.d))
 }
 
 kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);

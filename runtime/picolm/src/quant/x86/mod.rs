@@ -7,7 +7,6 @@
 
 mod avx2;
 mod avx512;
-mod gemm256;
 mod gemm512;
 
 use super::blocks::{BlockQ4_1, BlockQ5_1, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut};
@@ -296,16 +295,13 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx2::axpy_f16(acc, alpha, x) }
     }
-    let mut gemm: [Option<GemmFn>; TYPE_COUNT] = [None; TYPE_COUNT];
-    gemm[Q4_K as usize] = gemm_fn!(gemm256, Q4KPack);
-    gemm[Q5_K as usize] = gemm_fn!(gemm256, Q5KPack);
-    gemm[Q6_K as usize] = gemm_fn!(gemm256, Q6KPack);
     Kernels {
         isa: Isa::Avx2,
         dot,
         multi,
         rows,
-        gemm,
+        // A GEMM here needs the tiles' canonical f32 order (see `avx512::canon`) first.
+        gemm: [None; TYPE_COUNT],
         quantize: [None; TYPE_COUNT],
         dot_f32,
         dot_f16_f32,
