@@ -134,11 +134,16 @@ fn canon(acc: f32, i: i32, dw: f32, da: f32) -> f32 {
 fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: f32) -> f32 {
     // Σ (y + 128)·s - 128·Σ s = Σ y·s, exact in i32; lanes 0..8 are the first block.
     let s = _mm512_dpbusd_epi32(w.corr, a.u, w.s);
-    let i0 = hsum_epi32_256(_mm512_castsi512_si256(s));
-    let i1 = hsum_epi32_256(_mm512_extracti64x4_epi64::<1>(s));
-    let lane8 = |v: __m512| _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(v));
-    let acc = canon(acc, i0, _mm512_cvtss_f32(w.d), _mm512_cvtss_f32(a.d));
-    canon(acc, i1, lane8(w.d), lane8(a.d))
+    // Both halves' sums at once: lane 0 gets lanes 0..8, lane 8 gets lanes 8..16.
+    let t = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
+    let i0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
+    let i1 = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32::<2>(t));
+    // d_w · d_a of both blocks in one product (lanes 0 and 8), as `canon` would round it.
+    let dd = _mm512_mul_ps(w.d, a.d);
+    let acc = (i0 as f32).mul_add(_mm512_cvtss_f32(dd), acc);
+    (i1 as f32).mul_add(_mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(dd)), acc)
 }
 
 /// Implements `Tile` for a legacy format from its two-block decoder and its AVX2 kernel
