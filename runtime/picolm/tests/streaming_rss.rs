@@ -116,10 +116,14 @@ fn streaming_peak_rss_is_about_one_layer() {
         streaming / MIB,
         bound / MIB
     );
+    // What streaming saves, against the same workload in the same binary: both peaks include
+    // the test executable's own mapped pages, which vary with the page cache (a freshly linked
+    // binary is mapped in larger folios), so the saving is the robust measure.
     assert!(
-        streaming < file_size / 2,
-        "streaming peak {} MiB is not well below the file size {} MiB",
+        resident.saturating_sub(streaming) > file_size / 2,
+        "streaming peak {} MiB saves less than half the file ({} MiB) over resident {} MiB",
         streaming / MIB,
-        file_size / MIB
+        file_size / MIB,
+        resident / MIB
     );
 }
