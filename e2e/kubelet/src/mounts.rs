@@ -58,7 +58,7 @@ ensure_path() {
 }
 "#,
     );
-    for m in mounts {
+    for m in in_mount_order(mounts) {
         let kind = if m.source.is_dir() { "dir" } else { "file" };
         let _ = writeln!(s, "ensure_path {} {kind}", q(&m.target));
         let _ = writeln!(s, "mount --bind {} {}", q(&m.source), q(&m.target));
@@ -78,6 +78,18 @@ ensure_path() {
     s
 }
 
+/// The mounts in an order where none hides the source of a later one: a mount whose target
+/// contains a volume's source (an emptyDir at `/tmp` while the run folder is under `/tmp`) goes
+/// after the others, in its original order. The scratch directory lives beside the sources, so
+/// it stays reachable for the overlays of the earlier ones too.
+fn in_mount_order(mounts: &[BindMount]) -> Vec<&BindMount> {
+    let covers = |m: &BindMount| mounts.iter().any(|o| o.source.starts_with(&m.target));
+    let (mut first, last): (Vec<&BindMount>, Vec<&BindMount>) =
+        mounts.iter().partition(|m| !covers(m));
+    first.extend(last);
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +104,26 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), tricky);
+    }
+
+    #[test]
+    fn a_mount_over_the_sources_goes_last() {
+        let m = |source: &str, target: &str| BindMount {
+            source: PathBuf::from(source),
+            target: PathBuf::from(target),
+            read_only: false,
+        };
+        let s = script(
+            &[
+                m("/tmp/run/pod/volumes/config", "/etc/a3s-power"),
+                m("/tmp/run/pod/volumes/tmp", "/tmp"),
+                m("/tmp/run/pod/volumes/model-key", "/run/a3s-power/keys"),
+            ],
+            None,
+        );
+        let at = |t: &str| s.find(&format!("mount --bind {}", quote(t))).unwrap();
+        assert!(at("/tmp/run/pod/volumes/model-key") < at("/tmp/run/pod/volumes/tmp"));
+        assert!(at("/tmp/run/pod/volumes/config") < at("/tmp/run/pod/volumes/model-key"));
     }
 
     #[test]
