@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 mod support;
 
@@ -13,30 +12,8 @@ use picolm::engine::{Engine, EngineConfig, SequenceRequest};
 use picolm::tokenizer::Tokenizer;
 use picolm::{GgufFile, Model, SamplingParams};
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::Counting = support::Counting;
 
 fn load(preset: &str, ty: &str) -> (Arc<Model>, Tokenizer) {
     let file = Arc::new(GgufFile::open(support::model_path(preset, ty)).unwrap());
@@ -83,14 +60,14 @@ fn decoding_does_not_allocate_per_token() {
             events.clear();
             e.step_into(&mut events).unwrap();
         }
-        let warm = ALLOCS.load(Ordering::SeqCst);
+        let warm = support::ALLOCS.load(Ordering::SeqCst);
         let steps = 64;
         for _ in 0..steps {
             events.clear();
             e.step_into(&mut events).unwrap();
             assert_eq!(events.len(), 2, "both sequences decode one token per step");
         }
-        let measured = ALLOCS.load(Ordering::SeqCst) - warm;
+        let measured = support::ALLOCS.load(Ordering::SeqCst) - warm;
         (warm, measured, measured as f64 / steps as f64)
     });
     eprintln!(

@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 mod support;
 
@@ -21,30 +20,8 @@ use picolm::forward::{KvCache, Logits, Scratch};
 use picolm::tokenizer::Tokenizer;
 use picolm::{ByteSource, GgufFile, Model, SamplingParams};
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::Counting = support::Counting;
 
 /// The allocation count is process-wide: the tests of this file run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -196,7 +173,7 @@ fn staged_decode_reads_each_weight_once_and_allocates_nothing() {
             e.step_into(&mut events).unwrap();
         }
         let (a0, b0, r0) = (
-            ALLOCS.load(Ordering::SeqCst),
+            support::ALLOCS.load(Ordering::SeqCst),
             src.bytes.load(Ordering::SeqCst),
             src.reads.load(Ordering::SeqCst),
         );
@@ -207,7 +184,7 @@ fn staged_decode_reads_each_weight_once_and_allocates_nothing() {
             assert_eq!(events.len(), 1);
         }
         (
-            ALLOCS.load(Ordering::SeqCst) - a0,
+            support::ALLOCS.load(Ordering::SeqCst) - a0,
             (src.bytes.load(Ordering::SeqCst) - b0) / steps,
             (src.reads.load(Ordering::SeqCst) - r0) / steps,
         )
