@@ -476,6 +476,33 @@ impl Model {
                 n_out * width
             )));
         }
+        // Run the pass on a worker of the thread pool: every matrix product below splits into
+        // parallel chunks, and from a thread outside the pool each split would be a hand-off
+        // and a wake-up (two context switches per product, ~170 per token). On a worker the
+        // caller's share runs inline and only idle workers are woken, once per pass.
+        if rayon::current_thread_index().is_some() {
+            self.forward_rows(caches, tokens, entries, n, n_out, scratch, kind, out)
+        } else {
+            rayon::scope(|_| {
+                self.forward_rows(caches, tokens, entries, n, n_out, scratch, kind, out)
+            })
+        }
+    }
+
+    /// [`Model::forward_batch`] after validation: `n` rows in, `n_out` rows out.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_rows(
+        &self,
+        caches: &mut [KvCache],
+        tokens: &[u32],
+        entries: &[BatchEntry],
+        n: usize,
+        n_out: usize,
+        scratch: &mut Scratch,
+        kind: OutputKind,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let c = &self.config;
         let file = self.bytes();
         let (d, qd, kvd, hd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
         let s = scratch;
