@@ -243,7 +243,8 @@ pub enum Logits {
 }
 
 thread_local! {
-    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Rows per parallel task in a matrix product: enough work to amortise scheduling, enough
@@ -529,13 +530,15 @@ impl Model {
             max_pos = max_pos.max(caches[e.cache].n_ctx);
         }
         s.rope.ensure(c, max_pos);
+        let kv_group = c.n_head / c.n_head_kv;
         if s.attn_ctx < max_pos {
             // Size every worker's attention buffers now, not lazily on the first task a
             // worker happens to steal (which would allocate mid-decode).
             rayon::broadcast(|_| {
-                ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
-                    grow(scores, max_pos);
-                    grow(qh, hd);
+                ATTN_SCRATCH.with_borrow_mut(|(scores, qh, inv)| {
+                    grow(scores, kv_group * max_pos);
+                    grow(qh, kv_group * hd);
+                    grow(inv, kv_group);
                 })
             });
             s.attn_ctx = max_pos;
@@ -550,7 +553,6 @@ impl Model {
             }
         }
 
-        let kv_group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         for l in 0..self.layers.len() {
             // The file and the layer, or the layer staged from a streaming source.
@@ -619,46 +621,36 @@ impl Model {
             }
             let caches_ro: &[KvCache] = caches;
             let (q, row_cache, row_pos) = (&s.q, &s.row_cache, &s.row_pos);
-            // One task per (row, head): causal attention over the row's own sequence.
+            // One task per (row, KV head): causal attention over the row's own sequence for
+            // the query heads that share the KV head, each cached key and value row read once
+            // for all of them.
             s.att[..n * qd]
-                .par_chunks_mut(hd)
+                .par_chunks_mut(kv_group * hd)
                 .enumerate()
                 .for_each(|(idx, out)| {
-                    let (i, h) = (idx / c.n_head, idx % c.n_head);
-                    let kvh = h / kv_group;
+                    let (i, kvh) = (idx / c.n_head_kv, idx % c.n_head_kv);
                     let kv = &caches_ro[row_cache[i] as usize];
                     let n_pos = row_pos[i] as usize + 1;
-                    let kc = &kv.k[kv.layer_range(l, n_pos)];
-                    let vc = &kv.v[kv.layer_range(l, n_pos)];
-                    ATTN_SCRATCH.with_borrow_mut(|(scores, qh)| {
-                        grow(scores, kv.n_ctx);
-                        grow(qh, hd);
-                        // Round the query to f16 as llama.cpp does before its f16 K·Q product.
-                        for (d, &x) in qh
-                            .iter_mut()
-                            .zip(&q[i * qd + h * hd..i * qd + (h + 1) * hd])
-                        {
+                    let kc = &kv.k[kv.layer_range(l, n_pos)][kvh * hd..];
+                    let vc = &kv.v[kv.layer_range(l, n_pos)][kvh * hd..];
+                    let h0 = kvh * kv_group;
+                    ATTN_SCRATCH.with_borrow_mut(|(scores, qh, inv)| {
+                        grow(scores, kv_group * kv.n_ctx);
+                        grow(qh, kv_group * hd);
+                        grow(inv, kv_group);
+                        // Round the queries to f16 as llama.cpp does before its f16 K·Q product.
+                        let qs = &q[i * qd + h0 * hd..i * qd + (h0 + kv_group) * hd];
+                        for (d, &x) in qh.iter_mut().zip(qs) {
                             *d = f16::from_f32(x).to_f32();
                         }
-                        let mut max = f32::NEG_INFINITY;
-                        for (p, sc) in scores[..n_pos].iter_mut().enumerate() {
-                            let kr = &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                            *sc = quant::dot_f16_f32(kr, &qh[..hd]) * scale;
-                            max = max.max(*sc);
+                        let qh = &qh[..kv_group * hd];
+                        let scores = &mut scores[..kv_group * n_pos];
+                        quant::attn_scores(kc, kvd, n_pos, qh, hd, scores);
+                        for (sc, inv) in scores.chunks_exact_mut(n_pos).zip(inv.iter_mut()) {
+                            *inv = quant::attn_softmax(sc, scale);
                         }
-                        let mut sum = 0f64;
-                        for sc in scores[..n_pos].iter_mut() {
-                            *sc = (*sc - max).exp();
-                            sum += f64::from(*sc);
-                        }
-                        let inv = (1.0 / sum) as f32;
-                        out.fill(0.0);
-                        for (p, &sc) in scores[..n_pos].iter().enumerate() {
-                            let vr = &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                            // llama.cpp multiplies f16 V by the probabilities converted to f16.
-                            let prob = f16::from_f32(sc * inv).to_f32();
-                            quant::axpy_f16(out, prob, vr);
-                        }
+                        // llama.cpp multiplies f16 V by the probabilities converted to f16.
+                        quant::attn_values(scores, &inv[..kv_group], vc, kvd, n_pos, hd, out);
                     });
                 });
             s.xq.load(layer.wo.ty, &s.att, n, qd)?;

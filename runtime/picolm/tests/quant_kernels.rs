@@ -967,3 +967,102 @@ fn picolm_isa_env_lowers_but_never_raises() {
         );
     }
 }
+
+/// The batched attention helpers give, on every ISA, exactly what composing that ISA's
+/// `dot_f16_f32` and `axpy_f16` per position gives (the forward pass used to do that), for
+/// the head sizes of real models and odd ones, strided caches, and several heads per group.
+#[test]
+fn batched_attention_helpers_match_per_position_calls() {
+    let mut rng = StdRng::seed_from_u64(0xA77);
+    for (hd, g, n_pos, stride_extra) in [
+        (64, 8, 1, 0),
+        (64, 8, 37, 192),
+        (64, 7, 300, 64),
+        (128, 2, 65, 0),
+        (80, 3, 17, 16),
+        (24, 1, 9, 5),
+    ] {
+        let stride = hd + stride_extra;
+        let cache: Vec<f16> = (0..n_pos * stride)
+            .map(|_| f16::from_f32(rng.random_range(-3.0f32..3.0)))
+            .collect();
+        let q: Vec<f32> = (0..g * hd)
+            .map(|_| f16::from_f32(rng.random_range(-2.0f32..2.0)).to_f32())
+            .collect();
+        let raw: Vec<f32> = (0..g * n_pos)
+            .map(|_| rng.random_range(0.0f32..1.0))
+            .collect();
+        let inv: Vec<f32> = (0..g).map(|_| rng.random_range(0.001f32..1.0)).collect();
+        for isa in available_isas() {
+            let mut scores = vec![f32::NAN; g * n_pos];
+            quant::attn_scores_isa(isa, &cache, stride, n_pos, &q, hd, &mut scores).unwrap();
+            for p in 0..n_pos {
+                for j in 0..g {
+                    let want = quant::dot_f16_f32_isa(
+                        isa,
+                        &cache[p * stride..p * stride + hd],
+                        &q[j * hd..(j + 1) * hd],
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        scores[j * n_pos + p].to_bits(),
+                        want.to_bits(),
+                        "attn_scores {isa:?} hd={hd} head {j} position {p}"
+                    );
+                }
+            }
+            let mut probs = raw.clone();
+            let mut out = vec![f32::NAN; g * hd];
+            quant::attn_values_isa(isa, &mut probs, &inv, &cache, stride, n_pos, hd, &mut out)
+                .unwrap();
+            for j in 0..g {
+                let mut want = vec![0f32; hd];
+                for p in 0..n_pos {
+                    let pr = f16::from_f32(raw[j * n_pos + p] * inv[j]).to_f32();
+                    assert_eq!(probs[j * n_pos + p].to_bits(), pr.to_bits(), "rounded prob");
+                    quant::axpy_f16_isa(isa, &mut want, pr, &cache[p * stride..p * stride + hd])
+                        .unwrap();
+                }
+                assert_eq!(
+                    out[j * hd..(j + 1) * hd],
+                    want[..],
+                    "attn_values {isa:?} hd={hd} head {j}"
+                );
+            }
+        }
+    }
+}
+
+/// Every ISA's softmax numerators agree with libm's `expf` (the scalar path) to a few ulp
+/// (the AVX-512 polynomial), vanish where `expf` would be subnormal, and the returned
+/// normaliser agrees likewise.
+#[test]
+fn attn_softmax_tracks_expf() {
+    let mut rng = StdRng::seed_from_u64(0x50F7);
+    for n in [1usize, 2, 15, 16, 17, 64, 255, 1000] {
+        for spread in [0.5f32, 8.0, 200.0] {
+            let raw: Vec<f32> = (0..n).map(|_| rng.random_range(-spread..spread)).collect();
+            let scale = 0.125;
+            let mut want = raw.clone();
+            let inv_want = quant::attn_softmax_isa(Isa::Scalar, &mut want, scale).unwrap();
+            for isa in available_isas() {
+                let mut got = raw.clone();
+                let inv = quant::attn_softmax_isa(isa, &mut got, scale).unwrap();
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    let ok = if w < f32::MIN_POSITIVE {
+                        g == 0.0 || g == w
+                    } else {
+                        (g - w).abs() <= 4.0 * f32::EPSILON * w
+                    };
+                    assert!(ok, "{isa:?} n={n} spread={spread} [{i}]: {g} vs expf {w}");
+                }
+                assert!(
+                    (inv - inv_want).abs() <= 4.0 * f32::EPSILON * inv_want,
+                    "{isa:?} n={n}: 1/sum {inv} vs {inv_want}"
+                );
+                // The largest score maps to exactly 1.
+                assert!(got.contains(&1.0));
+            }
+        }
+    }
+}

@@ -224,6 +224,12 @@ pub(crate) struct Kernels {
     /// Activation quantizers by activation type, bit-identical to the scalar ones; `None`
     /// where [`quantize_activation`] uses the scalar reference.
     pub(crate) quantize: [Option<QuantFn>; TYPE_COUNT],
+    /// Batched attention helpers, bit-identical to composing `dot_f16_f32` / `axpy_f16`
+    /// per position (what [`attn_scores`] and [`attn_values`] do where these are `None`).
+    pub(crate) attn_scores: Option<AttnScoresFn>,
+    pub(crate) attn_values: Option<AttnValuesFn>,
+    /// Vectorised softmax numerators (see [`attn_softmax`]); `None`: libm `expf` per score.
+    pub(crate) attn_softmax: Option<fn(&mut [f32], f32) -> f32>,
     pub(crate) dot_f32: fn(&[f32], &[f32]) -> f32,
     pub(crate) dot_f16_f32: fn(&[half::f16], &[f32]) -> f32,
     pub(crate) axpy_f16: fn(&mut [f32], f32, &[half::f16]),
@@ -257,6 +263,9 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
     dot[F32 as usize] = Some(scalar::dot_f32_bytes as DotFn);
     Kernels {
         isa: Isa::Scalar,
+        attn_scores: None,
+        attn_values: None,
+        attn_softmax: None,
         dot,
         multi: [None; TYPE_COUNT],
         rows: [None; TYPE_COUNT],
@@ -624,6 +633,185 @@ pub fn dot_f16_f32(a: &[half::f16], b: &[f32]) -> f32 {
 pub fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[half::f16]) {
     debug_assert_eq!(acc.len(), x.len());
     (ACTIVE.axpy_f16)(acc, alpha, x)
+}
+
+type AttnScoresFn = fn(&[half::f16], usize, usize, &[f32], usize, &mut [f32]);
+type AttnValuesFn = fn(&mut [f32], &[f32], &[half::f16], usize, usize, usize, &mut [f32]);
+
+/// Attention scores of `g = q.len() / hd` query heads (`q[j * hd..][..hd]`) against `n_pos`
+/// cached f16 key rows `k[p * stride..][..hd]`: `out[j * n_pos + p] = dot_f16_f32(key p,
+/// query j)`, bit-identical to calling [`dot_f16_f32`] per pair (one call per head group
+/// instead of one per position and head).
+///
+/// # Panics
+/// If `q.len()` is not a multiple of `hd`, `out` is shorter than `g * n_pos`, or a key row
+/// lies past the end of `k`.
+pub fn attn_scores(
+    k: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    q: &[f32],
+    hd: usize,
+    out: &mut [f32],
+) {
+    attn_scores_on(&ACTIVE, k, stride, n_pos, q, hd, out)
+}
+
+/// The attention-weighted sums of `n_pos` cached f16 value rows `v[p * stride..][..hd]` for
+/// `g = inv.len()` heads: `out[j * hd..][..hd] = Σ_p prob(j, p) · value p`, where
+/// prob(j, p) = `probs[j * n_pos + p] * inv[j]` rounded to f16 (written back to `probs`).
+/// Bit-identical to zeroing `out` and calling [`axpy_f16`] per position in order.
+///
+/// # Panics
+/// If `probs` is shorter than `g * n_pos`, `out` than `g * hd`, or a value row lies past the
+/// end of `v`.
+pub fn attn_values(
+    probs: &mut [f32],
+    inv: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    attn_values_on(&ACTIVE, probs, inv, v, stride, n_pos, hd, out)
+}
+
+/// Softmax numerators of one head's attention scores, in place: `x = e^(x·scale - max)`
+/// with `max` the largest scaled score; returns 1 / Σ x (summed in f64). The AVX-512 path
+/// uses a polynomial e^x within 2 ulp of libm's `expf` (0 where `expf` would be subnormal);
+/// the others call `expf`.
+pub fn attn_softmax(scores: &mut [f32], scale: f32) -> f32 {
+    attn_softmax_on(&ACTIVE, scores, scale)
+}
+
+/// [`attn_softmax`] on a given ISA; `None` if this CPU cannot run it.
+pub fn attn_softmax_isa(isa: Isa, scores: &mut [f32], scale: f32) -> Option<f32> {
+    Some(attn_softmax_on(kernels(isa)?, scores, scale))
+}
+
+fn attn_softmax_on(k: &Kernels, scores: &mut [f32], scale: f32) -> f32 {
+    if let Some(f) = k.attn_softmax {
+        return f(scores, scale);
+    }
+    let mut max = f32::NEG_INFINITY;
+    for x in scores.iter_mut() {
+        *x *= scale;
+        max = max.max(*x);
+    }
+    let mut sum = 0f64;
+    for x in scores.iter_mut() {
+        *x = (*x - max).exp();
+        sum += f64::from(*x);
+    }
+    (1.0 / sum) as f32
+}
+
+/// [`attn_scores`] on a given ISA; `None` if this CPU cannot run it.
+pub fn attn_scores_isa(
+    isa: Isa,
+    k: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    q: &[f32],
+    hd: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    attn_scores_on(kernels(isa)?, k, stride, n_pos, q, hd, out);
+    Some(())
+}
+
+/// [`attn_values`] on a given ISA; `None` if this CPU cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_values_isa(
+    isa: Isa,
+    probs: &mut [f32],
+    inv: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    hd: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    attn_values_on(kernels(isa)?, probs, inv, v, stride, n_pos, hd, out);
+    Some(())
+}
+
+fn attn_scores_on(
+    k: &Kernels,
+    keys: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    q: &[f32],
+    hd: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        hd > 0 && q.len().is_multiple_of(hd),
+        "attn_scores: {} query floats for head dim {hd}",
+        q.len()
+    );
+    let g = q.len() / hd;
+    assert!(out.len() >= g * n_pos, "attn_scores: output too short");
+    if n_pos == 0 {
+        return;
+    }
+    assert!(
+        (n_pos - 1) * stride + hd <= keys.len(),
+        "attn_scores: key rows past the cache"
+    );
+    match k.attn_scores {
+        Some(f) => f(keys, stride, n_pos, q, hd, out),
+        None => {
+            for p in 0..n_pos {
+                let kr = &keys[p * stride..p * stride + hd];
+                for j in 0..g {
+                    out[j * n_pos + p] = (k.dot_f16_f32)(kr, &q[j * hd..(j + 1) * hd]);
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attn_values_on(
+    k: &Kernels,
+    probs: &mut [f32],
+    inv: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    n_pos: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let g = inv.len();
+    assert!(
+        probs.len() >= g * n_pos,
+        "attn_values: probabilities too short"
+    );
+    assert!(out.len() >= g * hd, "attn_values: output too short");
+    if n_pos == 0 {
+        out[..g * hd].fill(0.0);
+        return;
+    }
+    assert!(
+        (n_pos - 1) * stride + hd <= v.len(),
+        "attn_values: value rows past the cache"
+    );
+    match k.attn_values {
+        Some(f) => f(probs, inv, v, stride, n_pos, hd, out),
+        None => {
+            for (j, &inv) in inv.iter().enumerate() {
+                let o = &mut out[j * hd..(j + 1) * hd];
+                o.fill(0.0);
+                for p in 0..n_pos {
+                    let pr = &mut probs[j * n_pos + p];
+                    *pr = half::f16::from_f32(*pr * inv).to_f32();
+                    (k.axpy_f16)(o, *pr, &v[p * stride..p * stride + hd]);
+                }
+            }
+        }
+    }
 }
 
 /// [`dot_f32`] on a given ISA; `None` if this CPU cannot run it.

@@ -564,6 +564,192 @@ pub(crate) fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[f16]) {
     }
 }
 
+/// Attention scores of `g = q.len() / hd` query heads against `n_pos` cached key rows
+/// (`k[p * stride..][..hd]`, f16): `out[j * n_pos + p]` = `dot_f16_f32(key p, query j)`, with
+/// the same arithmetic as [`dot_f16_f32`] (so the results are bit-identical to calling it per
+/// pair), each key row converted once for all heads when `hd` is 64.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn attn_scores(
+    k: &[f16],
+    stride: usize,
+    n_pos: usize,
+    q: &[f32],
+    hd: usize,
+    out: &mut [f32],
+) {
+    let g = q.len() / hd;
+    let kb = f16_bits(k);
+    if hd != 64 {
+        for p in 0..n_pos {
+            let kr = &k[p * stride..p * stride + hd];
+            for j in 0..g {
+                out[j * n_pos + p] = dot_f16_f32(kr, &q[j * hd..(j + 1) * hd]);
+            }
+        }
+        return;
+    }
+    for p in 0..n_pos {
+        let kr = &kb[p * stride..p * stride + 64];
+        let x: [__m512; 4] = std::array::from_fn(|c| _mm512_cvtph_ps(load256(&kr[16 * c..])));
+        for j in 0..g {
+            let qj = &q[j * 64..(j + 1) * 64];
+            // As `dot_f16_f32`: one fused multiply-add into each zeroed accumulator.
+            let zero = _mm512_setzero_ps();
+            let a: [__m512; 4] =
+                std::array::from_fn(|c| _mm512_fmadd_ps(x[c], load_ps512(&qj[16 * c..]), zero));
+            let acc = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+            out[j * n_pos + p] = _mm512_reduce_add_ps(acc);
+        }
+    }
+}
+
+/// e^x for 16 lanes (Cephes `expf`: range reduction by ln 2 in two parts, a degree-5
+/// polynomial, `vscalefps`), within 2 ulp of the correctly rounded value where the result is
+/// normal; 0 below -87.3 (where `expf` gives subnormals: probabilities that small vanish in
+/// the f16 rounding that follows anyway).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn exp_ps(x: __m512) -> __m512 {
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.3));
+    let x = _mm512_min_ps(x, _mm512_set1_ps(88.7));
+    let n = _mm512_roundscale_ps::<_MM_FROUND_TO_NEAREST_INT>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_2e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_fmadd_ps(
+        _mm512_mul_ps(p, r),
+        r,
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(y, n))
+}
+
+/// Softmax numerators of one head's attention scores, in place: `x = e^(x·scale - max)`;
+/// returns 1 / Σ x (summed in f64).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn attn_softmax(scores: &mut [f32], scale: f32) -> f32 {
+    let vs = _mm512_set1_ps(scale);
+    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = scores.chunks_exact_mut(16);
+    for c in &mut chunks {
+        let x = _mm512_mul_ps(load_ps512(c), vs);
+        vmax = _mm512_max_ps(vmax, x);
+        // SAFETY: `c` is a chunk of exactly 16 f32; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), x) };
+    }
+    let mut max = _mm512_reduce_max_ps(vmax);
+    for x in chunks.into_remainder() {
+        *x *= scale;
+        max = max.max(*x);
+    }
+    let vm = _mm512_set1_ps(max);
+    let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut chunks = scores.chunks_exact_mut(16);
+    for c in &mut chunks {
+        let e = exp_ps(_mm512_sub_ps(load_ps512(c), vm));
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(
+            s1,
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(e),
+            ))),
+        );
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), e) };
+    }
+    let mut sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for x in chunks.into_remainder() {
+        *x = (*x - max).exp();
+        sum += f64::from(*x);
+    }
+    (1.0 / sum) as f32
+}
+
+/// The attention-weighted sum of `n_pos` cached value rows (`v[p * stride..][..hd]`, f16) for
+/// `g = inv.len()` heads: `out[j * hd..][..hd]` = Σ_p prob(j, p) · value p, accumulated in
+/// position order with one fused multiply-add per element, where prob(j, p) is
+/// `probs[j * n_pos + p] · inv[j]` rounded to f16 (as llama.cpp rounds its softmax before its
+/// f16 product). Bit-identical to zeroing `out` and calling [`axpy_f16`] per position.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn attn_values(
+    probs: &mut [f32],
+    inv: &[f32],
+    v: &[f16],
+    stride: usize,
+    n_pos: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let vb = f16_bits(v);
+    for (j, &inv) in inv.iter().enumerate() {
+        let pr = &mut probs[j * n_pos..(j + 1) * n_pos];
+        // Round the probabilities to f16 and back, 16 at a time (round to nearest even, as
+        // `half` does).
+        let vi = _mm512_set1_ps(inv);
+        let mut chunks = pr.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let r = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_mul_ps(
+                load_ps512(c),
+                vi,
+            )));
+            // SAFETY: `c` is a chunk of exactly 16 f32; `storeu` has no alignment requirement.
+            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), r) };
+        }
+        for x in chunks.into_remainder() {
+            *x = f16::from_f32(*x * inv).to_f32();
+        }
+        let o = &mut out[j * hd..(j + 1) * hd];
+        if !hd.is_multiple_of(16) {
+            o.fill(0.0);
+            for (p, &pr) in pr.iter().enumerate() {
+                axpy_f16(o, pr, &v[p * stride..p * stride + hd]);
+            }
+            continue;
+        }
+        // Up to four 16-lane columns at once: independent chains of fused multiply-adds
+        // (one column alone waits 4 cycles per position on its own accumulator).
+        let mut c0 = 0;
+        while c0 + 64 <= hd {
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            );
+            for (p, &pr) in pr.iter().enumerate() {
+                let row = &vb[p * stride + c0..p * stride + c0 + 64];
+                let pv = _mm512_set1_ps(pr);
+                a0 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[..16])), a0);
+                a1 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[16..32])), a1);
+                a2 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[32..48])), a2);
+                a3 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[48..])), a3);
+            }
+            for (k, a) in [a0, a1, a2, a3].into_iter().enumerate() {
+                let dst = &mut o[c0 + 16 * k..c0 + 16 * (k + 1)];
+                // SAFETY: `dst` holds exactly 16 f32; `storeu` has no alignment requirement.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), a) };
+            }
+            c0 += 64;
+        }
+        while c0 < hd {
+            let mut a = _mm512_setzero_ps();
+            for (p, &pr) in pr.iter().enumerate() {
+                let x = _mm512_cvtph_ps(load256(&vb[p * stride + c0..]));
+                a = _mm512_fmadd_ps(_mm512_set1_ps(pr), x, a);
+            }
+            // SAFETY: `o[c0..c0 + 16]` is in bounds (hd is a multiple of 16).
+            unsafe { _mm512_storeu_ps(o[c0..c0 + 16].as_mut_ptr(), a) };
+            c0 += 16;
+        }
+    }
+}
+
 /// `quantize_row_q8_K` with AVX-512, bit-identical to the scalar reference: the same amax
 /// (NaNs skipped: `vmaxps` returns its second operand when the first is NaN), the same signed
 /// maximum (its first occurrence), the same f32 products rounded half to even by `vcvtps2dq`,

@@ -297,6 +297,9 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
     }
     Kernels {
         isa: Isa::Avx2,
+        attn_scores: None,
+        attn_values: None,
+        attn_softmax: None,
         dot,
         multi,
         rows,
@@ -354,8 +357,32 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx512::axpy_f16(acc, alpha, x) }
     }
+    fn attn_scores(k: &[half::f16], stride: usize, n: usize, q: &[f32], hd: usize, o: &mut [f32]) {
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::attn_scores(k, stride, n, q, hd, o) }
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn attn_values(
+        probs: &mut [f32],
+        inv: &[f32],
+        v: &[half::f16],
+        stride: usize,
+        n: usize,
+        hd: usize,
+        o: &mut [f32],
+    ) {
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::attn_values(probs, inv, v, stride, n, hd, o) }
+    }
+    fn attn_softmax(scores: &mut [f32], scale: f32) -> f32 {
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::attn_softmax(scores, scale) }
+    }
     Kernels {
         isa: Isa::Avx512,
+        attn_scores: Some(attn_scores),
+        attn_values: Some(attn_values),
+        attn_softmax: Some(attn_softmax),
         dot,
         multi,
         rows,
