@@ -6,9 +6,10 @@
 //! activation step, dot them; see `super::tile_drivers`), which gives the per-row dot, the
 //! prefill tile (`multi`, one decoded weight step for up to 8 activation rows) and the decode
 //! tile (`rows`). Block sums are exact integers, as in the scalar reference:
-//! * Q4_0, Q5_0, Q8_0 (two blocks per step): weights as signed bytes s (q - 8, q - 16, q), the
-//!   activations biased to unsigned (y + 128, prepared once per activation), one `vpdpbusd`
-//!   per 64 elements starting from -128·Σ s (computed once per weight step).
+//! * Q4_0, Q5_0, Q8_0 (four blocks per step): weights as unsigned bytes u = q + o (o = 8, 16,
+//!   or 128 for Q8_0's signed quants), the activations signed, one `vpdpbusd` per 64 elements
+//!   starting from -o·Σy (prepared with the activation step), so Σ (u - o)·y is exact; the
+//!   four block sums are reduced together and added in the pair order of `legacy_pair`.
 //! * Q4_K, Q5_K, Q6_K: unsigned quants × activations with `vpdpbusd` (sums of four products,
 //!   |sum| ≤ 4·63·127 < 2^15), two results packed to i16 and weighted by the sub-block scales
 //!   with one `vpdpwssd`; mins (Q4_K/Q5_K) and Q6_K's -32 offset through Q8_K's bsums.
@@ -50,63 +51,49 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
 
 super::tile_drivers!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 
-/// Two blocks' 16 packed-nibble bytes → 64 unsigned nibbles in element order
-/// (block 0 low, block 0 high, block 1 low, block 1 high).
+/// Four f16 scales → f32 lanes 0..4.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn nibbles_2x32(qs0: &[u8; 16], qs1: &[u8; 16]) -> __m512i {
-    let t = _mm256_set_m128i(load128(qs1), load128(qs0));
-    let v = join(t, _mm256_srli_epi16::<4>(t));
-    // 128-bit lanes are [lo0, lo1, hi0, hi1]; reorder to [lo0, hi0, lo1, hi1].
-    let v = _mm512_shuffle_i64x2::<0b11_01_10_00>(v, v);
-    _mm512_and_si512(v, _mm512_set1_epi8(0xF))
+fn scales_4(d: [[u8; 2]; 4]) -> __m128 {
+    let bits = d.iter().rev().fold(0u64, |acc, b| {
+        (acc << 16) | u64::from(u16::from_le_bytes(*b))
+    });
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
 
-/// Two f16 scales → `a` in lanes 0..8, `b` in lanes 8..16.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn scales_2x8(a: [u8; 2], b: [u8; 2]) -> __m512 {
-    let v = super::f16x2_bits([a[0], a[1], b[0], b[1]]);
-    let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
-}
-
-/// Two legacy (32-element) weight blocks as signed bytes, with their scales.
+/// Four legacy (32-element) weight blocks as unsigned bytes u = q + o (`o` the format's
+/// offset: the stored quant for Q4_0/Q5_0, q + 128 for Q8_0), with their scales.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LegacyDec {
-    s: __m512i,
-    /// -128 · Σ s per group of four bytes: takes the +128 bias of the activations back off.
-    corr: __m512i,
-    d: __m512,
+    /// Blocks 0|1 and 2|3, 32 bytes each.
+    u: [__m512i; 2],
+    d: __m128,
 }
 
-/// Two Q8_0 activation blocks biased to unsigned (y + 128), with their scales.
+/// Four Q8_0 activation blocks prepared for one weight format: the signed bytes, the offset
+/// correction -o·Σy spread over each block's lanes (so a block's lanes sum to Σ u·y - o·Σ y
+/// = Σ (u - o)·y), and the scales.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Q8Act {
-    u: __m512i,
-    d: __m512,
+    y: [__m512i; 2],
+    corr: [__m512i; 2],
+    d: __m128,
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dec(s: __m512i, d: __m512) -> LegacyDec {
+fn q8_0_act<const O: u8>(a: &[BlockQ8_0]) -> Q8Act {
+    let a = &a[..4];
+    let y = [
+        join(load256(&a[0].qs), load256(&a[1].qs)),
+        join(load256(&a[2].qs), load256(&a[3].qs)),
+    ];
     let zero = _mm512_setzero_si512();
-    let bias = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), s);
-    LegacyDec {
-        s,
-        corr: _mm512_sub_epi32(zero, bias),
-        d,
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q8_0_act(a: &[BlockQ8_0]) -> Q8Act {
-    let q = join(load256(&a[0].qs), load256(&a[1].qs));
-    // y ^ 0x80 = y + 128 as an unsigned byte, what vpdpbusd's first operand must be.
+    let o = _mm512_set1_epi8(O as i8);
     Q8Act {
-        u: _mm512_xor_si512(q, _mm512_set1_epi8(-128)),
-        d: scales_2x8(a[0].d, a[1].d),
+        corr: y.map(|y| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, o, y))),
+        y,
+        d: scales_4([a[0].d, a[1].d, a[2].d, a[3].d]),
     }
 }
 
@@ -121,41 +108,83 @@ fn hsum_epi32_256(v: __m256i) -> i32 {
 }
 
 /// Adds one block's exact integer dot `i` scaled by `d_w · d_a` to `acc` with one fused
-/// multiply-add: the canonical order every path of a format with a GEMM kernel follows
-/// (`gemm512`), so that a row's result does not depend on which kernel computed it (a
-/// sequence's tokens must not depend on its batch neighbours).
+/// multiply-add: the canonical order of the K-quant formats, which every path of a format with
+/// a GEMM kernel follows (`gemm512`), so that a row's result does not depend on which kernel
+/// computed it (a sequence's tokens must not depend on its batch neighbours).
 #[inline(always)]
 fn canon(acc: f32, i: i32, dw: f32, da: f32) -> f32 {
     (i as f32).mul_add(dw * da, acc)
 }
 
+/// The canonical f32 order of the legacy formats (Q4_0, Q5_0, Q8_0), which every path with a
+/// GEMM kernel follows (`gemm512::legacy_kernel`): per pair of blocks, t = i₁·s₁ + i₀·s₀
+/// (s = d_w·d_a rounded; one product and one fused multiply-add), then acc + t; an odd last
+/// block adds its own product. A row's accumulator waits on one addition per 64 elements,
+/// not on a fused multiply-add per 32 (which bound the per-row decode of these formats).
+#[inline(always)]
+fn legacy_pair(acc: f32, i0: f32, s0: f32, i1: f32, s1: f32) -> f32 {
+    acc + i1.mul_add(s1, i0 * s0)
+}
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: f32) -> f32 {
-    // Σ (y + 128)·s - 128·Σ s = Σ y·s, exact in i32; lanes 0..8 are the first block.
-    let s = _mm512_dpbusd_epi32(w.corr, a.u, w.s);
-    // Both halves' sums at once: lane 0 gets lanes 0..8, lane 8 gets lanes 8..16.
-    let t = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    // Lanes 0..8 of s0 are block 0, 8..16 block 1; s1 likewise blocks 2 and 3. Exact in i32.
+    let s0 = _mm512_dpbusd_epi32(a.corr[0], w.u[0], a.y[0]);
+    let s1 = _mm512_dpbusd_epi32(a.corr[1], w.u[1], a.y[1]);
+    // 128-bit lane k of t: four partial sums of block k; then each lane's element 0 its sum.
+    let t = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(s0, s1),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(s0, s1),
+    );
     let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
     let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
-    let i0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
-    let i1 = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32::<2>(t));
-    // d_w · d_a of both blocks in one product (lanes 0 and 8), as `canon` would round it.
-    let dd = _mm512_mul_ps(w.d, a.d);
-    let acc = (i0 as f32).mul_add(_mm512_cvtss_f32(dd), acc);
-    (i1 as f32).mul_add(_mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(dd)), acc)
+    let idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    // |i| < 2^24: exact in f32.
+    let i = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, _mm512_cvtepi32_ps(t)));
+    // d_w · d_a of the four blocks, each rounded as in the GEMM.
+    let dd = _mm_mul_ps(w.d, a.d);
+    let f = |v: __m128| _mm_cvtss_f32(v);
+    let acc = legacy_pair(
+        acc,
+        f(i),
+        f(dd),
+        f(_mm_movehdup_ps(i)),
+        f(_mm_movehdup_ps(dd)),
+    );
+    let (i, dd) = (_mm_movehl_ps(i, i), _mm_movehl_ps(dd, dd));
+    legacy_pair(
+        acc,
+        f(i),
+        f(dd),
+        f(_mm_movehdup_ps(i)),
+        f(_mm_movehdup_ps(dd)),
+    )
 }
 
-/// Implements `Tile` for a legacy format from its two-block decoder and its AVX2 kernel
-/// (for an odd last block).
+/// One block's exact Σ (u - o)·y, for the blocks past the last whole step.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_block_sum<const O: u8>(u: __m256i, y: &BlockQ8_0) -> f32 {
+    let y = load256(&y.qs);
+    let zero = _mm256_setzero_si256();
+    let s = _mm256_sub_epi32(
+        _mm256_dpbusd_epi32(zero, u, y),
+        _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(O as i8), y),
+    );
+    hsum_epi32_256(s) as f32
+}
+
+/// Implements `Tile` for a legacy format from its four-block decoder, its one-block decoder
+/// (for the blocks past the last whole step) and its offset.
 macro_rules! legacy_tile {
-    ($name:ident, $wb:ty, $decode:ident) => {
+    ($name:ident, $wb:ty, $decode4:ident, $decode1:ident, $o:expr) => {
         #[derive(Debug)]
         pub(crate) struct $name;
         impl Tile for $name {
             type W = $wb;
             type A = BlockQ8_0;
-            const STEP: usize = 2;
+            const STEP: usize = 4;
             type Dec = LegacyDec;
             type Act = Q8Act;
             type Acc = f32;
@@ -167,12 +196,16 @@ macro_rules! legacy_tile {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn decode(w: &[$wb]) -> LegacyDec {
-                legacy_dec($decode(&w[0], &w[1]), scales_2x8(w[0].d, w[1].d))
+                let w = &w[..4];
+                LegacyDec {
+                    u: $decode4(w),
+                    d: scales_4([w[0].d, w[1].d, w[2].d, w[3].d]),
+                }
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn act(a: &[BlockQ8_0]) -> Q8Act {
-                q8_0_act(a)
+                q8_0_act::<{ $o }>(a)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -182,50 +215,115 @@ macro_rules! legacy_tile {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn finish(acc: f32, w: &[$wb], a: &[BlockQ8_0]) -> f32 {
-                match (w.first(), a.first()) {
-                    // An odd last block: as a pair with itself, the first half's sum.
-                    (Some(w0), Some(a0)) => {
-                        let dec = legacy_dec($decode(w0, w0), scales_2x8(w0.d, w0.d));
-                        let act = q8_0_act(&[*a0, *a0]);
-                        let s = _mm512_dpbusd_epi32(dec.corr, act.u, dec.s);
-                        let i0 = hsum_epi32_256(_mm512_castsi512_si256(s));
-                        canon(acc, i0, _mm512_cvtss_f32(dec.d), _mm512_cvtss_f32(act.d))
-                    }
-                    _ => acc,
+                // 0..4 blocks after the last whole step: pairs, then an odd last block.
+                let part = |x: &$wb, y: &BlockQ8_0| {
+                    let s = f16::from_le_bytes(x.d).to_f32() * f16::from_le_bytes(y.d).to_f32();
+                    (legacy_block_sum::<{ $o }>($decode1(x), y), s)
+                };
+                let mut acc = acc;
+                let mut k = 0;
+                while k + 2 <= w.len().min(a.len()) {
+                    let (i0, s0) = part(&w[k], &a[k]);
+                    let (i1, s1) = part(&w[k + 1], &a[k + 1]);
+                    acc = legacy_pair(acc, i0, s0, i1, s1);
+                    k += 2;
                 }
+                if k < w.len().min(a.len()) {
+                    let (i0, s0) = part(&w[k], &a[k]);
+                    acc = acc + i0 * s0;
+                }
+                acc
             }
         }
     };
 }
 
-legacy_tile!(Q4_0T, BlockQ4_0, q4_0_pair);
-legacy_tile!(Q5_0T, BlockQ5_0, q5_0_pair);
-legacy_tile!(Q8_0T, BlockQ8_0, q8_0_pair);
+legacy_tile!(Q4_0T, BlockQ4_0, q4_0_decode4, q4_0_decode1, 8);
+legacy_tile!(Q5_0T, BlockQ5_0, q5_0_decode4, q5_0_decode1, 16);
+legacy_tile!(Q8_0T, BlockQ8_0, q8_0_decode4, q8_0_decode1, 128);
 
-/// Two Q8_0 blocks' quants.
+/// Four blocks' 16 packed-nibble bytes → two vectors of 64 nibbles in element order
+/// (block 0 low, block 0 high, block 1 low, block 1 high | the same for blocks 2 and 3).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q8_0_pair(x0: &BlockQ8_0, x1: &BlockQ8_0) -> __m512i {
-    join(load256(&x0.qs), load256(&x1.qs))
+fn nibbles_4x32(qs: [&[u8; 16]; 4]) -> [__m512i; 2] {
+    let v = join(
+        _mm256_set_m128i(load128(qs[1]), load128(qs[0])),
+        _mm256_set_m128i(load128(qs[3]), load128(qs[2])),
+    );
+    let m = _mm512_set1_epi8(0xF);
+    let lo = _mm512_and_si512(v, m);
+    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+    // Qwords of `lo` are 0..8, of `hi` 8..16; each block is two qwords.
+    let i0 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    let i1 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    [
+        _mm512_permutex2var_epi64(lo, i0, hi),
+        _mm512_permutex2var_epi64(lo, i1, hi),
+    ]
 }
 
-/// Two Q4_0 blocks as q - 8.
+/// One block's 16 packed-nibble bytes → 32 nibbles in element order.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q4_0_pair(x0: &BlockQ4_0, x1: &BlockQ4_0) -> __m512i {
-    _mm512_sub_epi8(nibbles_2x32(&x0.qs, &x1.qs), _mm512_set1_epi8(8))
+fn nibbles_32(qs: &[u8; 16]) -> __m256i {
+    let t = load128(qs);
+    let v = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(v, _mm256_set1_epi8(0xF))
 }
 
-/// Two Q5_0 blocks as q - 16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q5_0_pair(x0: &BlockQ5_0, x1: &BlockQ5_0) -> __m512i {
-    let q = nibbles_2x32(&x0.qs, &x1.qs);
-    // Bit j of qh is the fifth bit of element j: with the blocks side by side, byte i of `q`
-    // pairs with bit i of the 64-bit mask. q5 - 16 is the nibble where the bit is set and the
-    // nibble - 16 where it is clear.
-    let hmask = u64::from(u32::from_le_bytes(x0.qh)) | (u64::from(u32::from_le_bytes(x1.qh)) << 32);
-    _mm512_mask_sub_epi8(q, !hmask, q, _mm512_set1_epi8(16))
+fn q4_0_decode4(w: &[BlockQ4_0]) -> [__m512i; 2] {
+    nibbles_4x32([&w[0].qs, &w[1].qs, &w[2].qs, &w[3].qs])
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_0_decode1(w: &BlockQ4_0) -> __m256i {
+    nibbles_32(&w.qs)
+}
+
+/// Bit j of `qh` is the fifth bit of element j: two blocks side by side pair byte i of a
+/// vector with bit i of a 64-bit mask.
+#[inline(always)]
+fn qh_mask(a: &BlockQ5_0, b: &BlockQ5_0) -> u64 {
+    u64::from(u32::from_le_bytes(a.qh)) | (u64::from(u32::from_le_bytes(b.qh)) << 32)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q5_0_decode4(w: &[BlockQ5_0]) -> [__m512i; 2] {
+    let [a, b] = nibbles_4x32([&w[0].qs, &w[1].qs, &w[2].qs, &w[3].qs]);
+    let sixteen = _mm512_set1_epi8(16);
+    [
+        _mm512_mask_add_epi8(a, qh_mask(&w[0], &w[1]), a, sixteen),
+        _mm512_mask_add_epi8(b, qh_mask(&w[2], &w[3]), b, sixteen),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q5_0_decode1(w: &BlockQ5_0) -> __m256i {
+    let q = nibbles_32(&w.qs);
+    _mm256_mask_add_epi8(q, u32::from_le_bytes(w.qh), q, _mm256_set1_epi8(16))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0_decode4(w: &[BlockQ8_0]) -> [__m512i; 2] {
+    // q ^ 0x80 = q + 128 as an unsigned byte.
+    let bias = _mm512_set1_epi8(-128);
+    [
+        _mm512_xor_si512(join(load256(&w[0].qs), load256(&w[1].qs)), bias),
+        _mm512_xor_si512(join(load256(&w[2].qs), load256(&w[3].qs)), bias),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0_decode1(w: &BlockQ8_0) -> __m256i {
+    _mm256_xor_si256(load256(&w.qs), _mm256_set1_epi8(-128))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -439,6 +439,9 @@ fn legacy_kernel<const N: usize>(
     info: [&[ActInfo]; N],
 ) -> [__m512; N] {
     let mut acc = [_mm512_setzero_ps(); N];
+    // The canonical order of the legacy formats (`avx512::legacy_pair`): per pair of blocks
+    // t = i₁·s₁ + i₀·s₀ (one product, one fused multiply-add), then acc += t.
+    let mut pair = [_mm512_setzero_ps(); N];
     for (b, z) in tile[..nb * LSTRIDE].chunks_exact(LSTRIDE).enumerate() {
         let a: [&BlockQ8_0; N] = std::array::from_fn(|j| &acts[j][b]);
         let inf: [ActInfo; N] = std::array::from_fn(|j| info[j][b]);
@@ -450,9 +453,18 @@ fn legacy_kernel<const N: usize>(
             }
         }
         let d = _mm512_castsi512_ps(ld(&z[8]));
+        let last = b + 1 == nb;
         for j in 0..N {
             let s = _mm512_mul_ps(d, _mm512_set1_ps(inf[j].d));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), s, acc[j]);
+            let i = _mm512_cvtepi32_ps(isum[j]);
+            if b % 2 == 0 {
+                pair[j] = _mm512_mul_ps(i, s);
+                if last {
+                    acc[j] = _mm512_add_ps(acc[j], pair[j]);
+                }
+            } else {
+                acc[j] = _mm512_add_ps(acc[j], _mm512_fmadd_ps(i, s, pair[j]));
+            }
         }
     }
     acc
