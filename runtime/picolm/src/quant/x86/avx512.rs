@@ -230,7 +230,7 @@ macro_rules! legacy_tile {
                 }
                 if k < w.len().min(a.len()) {
                     let (i0, s0) = part(&w[k], &a[k]);
-                    acc = acc + i0 * s0;
+                    acc += i0 * s0;
                 }
                 acc
             }
