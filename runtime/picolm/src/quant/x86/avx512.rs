@@ -848,6 +848,40 @@ pub(crate) fn attn_values(
     }
 }
 
+/// `quantize_row_q8_0` (the x86 path: q = round-half-even(x · 127/amax)) with AVX-512,
+/// bit-identical to the scalar reference: the same amax (NaNs skipped, as `vmaxps` returns
+/// its second operand when the first is NaN), the same f32 products rounded half to even by
+/// `vcvtps2dq`, NaN products mapped to 0 as Rust's `as` cast does. Blocks whose 127/amax is
+/// not finite (a subnormal or infinite maximum) take the scalar path.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (b, x) in y.iter_mut().zip(x.chunks_exact(32)) {
+        let v = [load_ps512(&x[..16]), load_ps512(&x[16..])];
+        let m = _mm512_max_ps(
+            _mm512_abs_ps(v[1]),
+            _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()),
+        );
+        let amax = _mm512_reduce_max_ps(m);
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        if !id.is_finite() || !amax.is_finite() {
+            super::super::scalar::quantize_q8_0(x, std::slice::from_mut(b));
+            continue;
+        }
+        let vid = _mm512_set1_ps(id);
+        let mut qs = [0i8; 32];
+        for (h, v) in v.into_iter().enumerate() {
+            let p = _mm512_mul_ps(v, vid);
+            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+            let q = _mm512_maskz_cvtps_epi32(ok, p);
+            let bytes = _mm512_cvtsepi32_epi8(q);
+            // SAFETY: `qs[16 * h..]` has room for the 16 bytes stored.
+            unsafe { _mm_storeu_si128(qs[16 * h..16 * h + 16].as_mut_ptr().cast(), bytes) };
+        }
+        b.qs = qs;
+        b.d = f16::from_f32(amax / 127.0).to_le_bytes();
+    }
+}
+
 /// `quantize_row_q8_K` with AVX-512, bit-identical to the scalar reference: the same amax
 /// (NaNs skipped: `vmaxps` returns its second operand when the first is NaN), the same signed
 /// maximum (its first occurrence), the same f32 products rounded half to even by `vcvtps2dq`,

@@ -9,7 +9,9 @@ mod avx2;
 mod avx512;
 mod gemm512;
 
-use super::blocks::{BlockQ4_1, BlockQ5_1, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut};
+use super::blocks::{
+    BlockQ4_1, BlockQ5_1, BlockQ8_0, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut,
+};
 use super::types::TYPE_COUNT;
 use super::{DotFn, GemmFn, GgmlType, Isa, Kernels, MultiFn, QuantFn, RowsFn};
 use std::sync::LazyLock;
@@ -362,6 +364,12 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         unsafe { avx512::quantize_q8_k(x, as_blocks_mut::<BlockQ8K>(dst, nb)) }
     }
     quantize[Q8_K as usize] = Some(quantize_q8_k as QuantFn);
+    fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
+        let nb = x.len() / 32;
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::quantize_q8_0(x, as_blocks_mut::<BlockQ8_0>(dst, nb)) }
+    }
+    quantize[Q8_0 as usize] = Some(quantize_q8_0 as QuantFn);
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx512::dot_f32(a, b) }
