@@ -23,17 +23,31 @@ pub struct InspectArgs {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// `println!` that ends the command quietly when stdout is closed (`inspect ... | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 pub fn run(a: InspectArgs) -> Result<()> {
     let file = Arc::new(GgufFile::open(&a.file)?);
     let md = file.metadata();
-    println!(
+    outln!(
         "file:          {} ({:.1} MiB, GGUF v{})",
         a.file.display(),
         file.len() as f64 / MIB,
         file.header().version
     );
     if let Some(name) = md.get_str("general.name")? {
-        println!("name:          {name}");
+        outln!("name:          {name}");
     }
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in file.tensors() {
@@ -45,13 +59,13 @@ pub fn run(a: InspectArgs) -> Result<()> {
         .iter()
         .map(|(k, (n, b))| format!("{k}: {n} tensors, {:.1} MiB", *b as f64 / MIB))
         .collect();
-    println!("tensor types:  {}", types.join("; "));
+    outln!("tensor types:  {}", types.join("; "));
 
     match Model::load(file.clone()) {
         Ok(m) => {
             let c = &m.config;
-            println!("architecture:  {}", c.arch.name());
-            println!(
+            outln!("architecture:  {}", c.arch.name());
+            outln!(
                 "shape:         n_embd {}, layers {}, heads {} (kv {}), head dim {}, ffn {}, vocab {}, trained context {}",
                 c.n_embd,
                 c.n_layer,
@@ -62,7 +76,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 c.n_vocab,
                 c.n_ctx_train
             );
-            println!(
+            outln!(
                 "rope:          {:?}, theta {}, dims {}, freq scale {}; rms eps {:e}; lm head {}",
                 c.rope_style,
                 c.rope_theta,
@@ -77,7 +91,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             );
             let kv = c.kv_bytes(a.ctx_size) as f64;
             let per_tok = m.weight_bytes_per_token() as f64;
-            println!(
+            outln!(
                 "memory:        weights {:.1} MiB (mapped) + KV cache {:.1} MiB at context {} (FP16) ≈ {:.1} MiB; {:.1} MiB read per decoded token",
                 file.len() as f64 / MIB,
                 kv / MIB,
@@ -86,10 +100,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 per_tok / MIB
             );
         }
-        Err(e) => println!("model:         cannot run: {e}"),
+        Err(e) => outln!("model:         cannot run: {e}"),
     }
     match Tokenizer::from_metadata(md) {
-        Ok(t) => println!(
+        Ok(t) => outln!(
             "tokenizer:     {:?} ({}), {} tokens, bos {:?}, eos {:?}",
             t.kind(),
             md.get_str("tokenizer.ggml.pre")?.unwrap_or("-"),
@@ -97,9 +111,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             t.bos(),
             t.eos()
         ),
-        Err(e) => println!("tokenizer:     unusable: {e}"),
+        Err(e) => outln!("tokenizer:     unusable: {e}"),
     }
-    println!(
+    outln!(
         "chat template: {}",
         if md.get("tokenizer.chat_template").is_some() {
             "from the file"
@@ -109,7 +123,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     );
     if a.tensors {
         for t in file.tensors() {
-            println!("  {:<32} {:>6} {:?}", t.name, t.ty.name(), t.shape);
+            outln!("  {:<32} {:>6} {:?}", t.name, t.ty.name(), t.shape);
         }
     }
     Ok(())
