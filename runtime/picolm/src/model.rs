@@ -275,6 +275,8 @@ pub struct Model {
     pub layer_streaming: bool,
     /// Streaming source only: per layer, its runs in the file and its staged addressing.
     pub(crate) staged: Vec<StagedLayer>,
+    /// See [`Model::huge_page_share`].
+    huge_page_share: Option<f64>,
 }
 
 impl Layer {
@@ -298,21 +300,22 @@ impl Model {
     /// resident set stays near one layer plus the KV cache however large the file is.
     /// A streaming source (an encrypted file) is always streamed: its layers are staged one at
     /// a time into a wiped buffer whatever `on` says.
+    ///
+    /// On an mmap each layer is mapped in one `MADV_POPULATE_READ` before it runs, in huge
+    /// pages where the kernel can (see [`crate::source::ByteSource::prepare_streaming`]).
     pub fn with_layer_streaming(mut self, on: bool) -> Self {
+        let resident_on = on && !self.is_staged() && !self.layer_streaming;
         self.layer_streaming = on || self.is_staged();
+        if resident_on {
+            self.huge_page_share = self.file.source().prepare_streaming();
+        }
         self
     }
 
-    /// Map layer `l`'s weights before it runs (layer streaming): one `MADV_POPULATE_READ`
-    /// per matrix is cheaper than taking the page faults one by one inside the kernels.
-    /// (A background prefetch thread was tried and lost: on 2 cores it lags the compute and
-    /// re-maps layers that were already released.)
-    pub(crate) fn prefetch_layer(&self, l: usize) {
-        if let Some(layer) = self.layers.get(l) {
-            for w in layer.weights() {
-                self.file.prefetch(w.offset, w.size);
-            }
-        }
+    /// Layer streaming on an mmap: the share of the file the page cache serves as huge pages
+    /// (`None` when the kernel cannot tell, or the model is not streamed from an mmap).
+    pub fn huge_page_share(&self) -> Option<f64> {
+        self.huge_page_share
     }
 
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
@@ -348,7 +351,13 @@ impl Model {
                 ));
             }
             let mut out = vec![0f32; len];
-            quant::dequantize(t.ty, &file.tensor_data(t)?, &mut out)
+            // Read, not borrowed from a map: with layer streaming nothing of the file may
+            // stay mapped after loading (a norm's page can be a whole 2 MiB huge page).
+            let size = usize::try_from(t.size)
+                .map_err(|_| Error::tensor(name, "size does not fit in memory"))?;
+            let mut bytes = zeroize::Zeroizing::new(vec![0u8; size]);
+            file.read_at(t.offset, &mut bytes)?;
+            quant::dequantize(t.ty, &bytes, &mut out)
                 .map_err(|e| Error::tensor(name, e.to_string()))?;
             Ok(out)
         };
@@ -405,6 +414,7 @@ impl Model {
             layers,
             layer_streaming: streaming,
             staged,
+            huge_page_share: None,
         })
     }
 

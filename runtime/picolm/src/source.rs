@@ -15,10 +15,12 @@
 //! picolm knows nothing of keys or ciphers. A source's errors say which bytes failed and why;
 //! they must never contain the bytes themselves.
 
-#![allow(unsafe_code)] // one mmap and its madvise calls, see `MmapSource`
+#![allow(unsafe_code)] // one mmap, its madvise calls and one fadvise, see `MmapSource`
 
 use std::fmt;
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -43,6 +45,14 @@ pub trait ByteSource: Send + Sync + fmt::Debug {
 
     /// Hint: `[offset, offset + len)` is needed next.
     fn prefetch(&self, _offset: u64, _len: u64) {}
+
+    /// Hint: from now on the content is used one window at a time (a layer, a slice of the
+    /// output head), each [`ByteSource::prefetch`]ed before use and [`ByteSource::release`]d
+    /// after (layer streaming). Called once, after the model is loaded. Returns the share of
+    /// the content the source will serve as huge pages, when it can tell.
+    fn prepare_streaming(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// `[offset, offset + len)` of `bytes`, or an error naming `what` and the range.
@@ -59,9 +69,11 @@ pub fn slice_range<'a>(what: &str, bytes: &'a [u8], offset: u64, len: usize) -> 
         })
 }
 
-/// A plaintext file mapped read-only into memory.
+/// A plaintext file mapped read-only into memory. [`ByteSource::read_at`] reads with `pread`,
+/// so a copy never maps pages into this process.
 pub struct MmapSource {
     path: PathBuf,
+    file: File,
     map: memmap2::Mmap,
 }
 
@@ -86,7 +98,7 @@ impl MmapSource {
         // the file underneath us would fault (SIGBUS); model files are immutable blobs in the
         // content-addressed store, which is the same assumption llama.cpp makes.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Ok(MmapSource { path, map })
+        Ok(MmapSource { path, file, map })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,10 +121,14 @@ impl ByteSource for MmapSource {
         Some(&self.map)
     }
 
+    /// `pread` rather than a copy out of the map: with layer streaming the pages it reads must
+    /// not become part of this process's resident set.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let what = self.path.display().to_string();
-        buf.copy_from_slice(slice_range(&what, &self.map, offset, buf.len())?);
-        Ok(())
+        let what = || self.path.display().to_string();
+        slice_range(&what(), &self.map, offset, buf.len())?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::Source(format!("{}: read at {offset}: {e}", what())))
     }
 
     /// Drop the pages backing the range from this process's resident set
@@ -145,6 +161,99 @@ impl ByteSource for MmapSource {
             let _ = self.map.advise_range(memmap2::Advice::WillNeed, o, l);
         }
     }
+
+    /// Ask for huge pages and make sure the page cache can serve them.
+    ///
+    /// Streaming maps and unmaps every weight once per token. Mapping 4 KiB pages one by one
+    /// costs ~40-60 ms per token for a 640 MiB model (160k page-table entries each way), more
+    /// than the whole decode step; a 2 MiB page cache folio mapped by one PMD entry costs
+    /// almost nothing (the whole file in ~1 ms). So: `MADV_HUGEPAGE` on the map (faults and
+    /// readahead then use PMD-sized folios where the file system allows), drop whatever
+    /// loading mapped, then map the file window by window and ask the kernel how much went
+    /// in as huge pages. A window cached in small folios (the file was read piecemeal before)
+    /// is evicted (`POSIX_FADV_DONTNEED`, which leaves alone pages another process has
+    /// mapped) and read back at once as huge folios. If that does not give huge pages (a file
+    /// system without large folios), nothing more is evicted.
+    fn prepare_streaming(&self) -> Option<f64> {
+        let _ = self.map.advise(memmap2::Advice::HugePage);
+        self.release(0, self.len());
+        if thp_disabled() || !(self.map.as_ptr() as usize).is_multiple_of(HUGE_PAGE) {
+            return None;
+        }
+        let end = self.map.len() & !(HUGE_PAGE - 1);
+        let (mut huge, mut evicted, mut evict) = (0usize, 0usize, true);
+        for at in (0..end).step_by(PROBE_WINDOW) {
+            let w = PROBE_WINDOW.min(end - at);
+            let mut pmd = self.pmd_mapped(at, w)?;
+            if pmd < w && evict {
+                // SAFETY: a syscall on a descriptor we own; page cache advice only, no
+                // effect on this process's memory.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.file.as_raw_fd(),
+                        at as libc::off_t,
+                        w as libc::off_t,
+                        libc::POSIX_FADV_DONTNEED,
+                    );
+                }
+                evicted += w;
+                pmd = self.pmd_mapped(at, w)?;
+                evict = pmd == w;
+            }
+            huge += pmd;
+        }
+        let share = huge as f64 / self.map.len().max(1) as f64;
+        tracing::debug!(
+            path = %self.path.display(),
+            huge_page_share = share,
+            evicted_mib = evicted >> 20,
+            "layer streaming: page cache prepared"
+        );
+        Some(share)
+    }
+}
+
+/// The PMD page size on x86-64 and 4 KiB-page aarch64: layer streaming maps and releases the
+/// file in windows aligned to it.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Bytes mapped at a time while checking the page cache for huge pages.
+const PROBE_WINDOW: usize = 16 << 20;
+
+/// Whether transparent huge pages are off system-wide (`[never]`).
+fn thp_disabled() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[never]"))
+}
+
+impl MmapSource {
+    /// Map `[at, at + len)` (huge-page aligned), read how many of its bytes went in as huge
+    /// pages from `/proc/self/smaps`, and drop it again. `None` when the kernel cannot tell.
+    fn pmd_mapped(&self, at: usize, len: usize) -> Option<usize> {
+        self.map
+            .advise_range(memmap2::Advice::PopulateRead, at, len)
+            .ok()?;
+        let kib = smaps_field(self.map.as_ptr() as usize, "FilePmdMapped:");
+        self.release(at as u64, len as u64);
+        usize::try_from(kib?).ok()?.checked_mul(1024)
+    }
+}
+/// A `kB` field of the `/proc/self/smaps` entry of the mapping starting at `start`.
+fn smaps_field(start: usize, field: &str) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let head = format!("{start:x}-");
+    // An entry starts with its address range ("7f00-7f80 r--s ..."); its fields follow.
+    let is_head = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|t| t.contains('-') && t.chars().all(|c| c == '-' || c.is_ascii_hexdigit()))
+    };
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+    lines.next()?;
+    lines
+        .take_while(|l| !is_head(l))
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Bytes held by the caller (a `Vec<u8>`, or plaintext in locked, zeroize-on-drop memory),

@@ -9,14 +9,21 @@
 //! buffer. It only grows, to the largest layer or head slice, so steady-state decode does not
 //! allocate.
 //!
-//! With a resident source and layer streaming on, the same hooks prefetch a layer's pages
-//! before it runs and drop them after (`madvise`), as before.
+//! With a resident source (an mmap) and layer streaming on, the same hooks map a layer's pages
+//! before it runs (`MADV_POPULATE_READ`) and drop them after (`MADV_DONTNEED`), in windows
+//! widened to whole huge pages so nothing stays mapped at the edges; embedding rows are read
+//! with `pread`. Huge pages are what make this fast (see
+//! [`crate::source::ByteSource::prepare_streaming`]): a 2 MiB page cache folio is mapped by one
+//! page-table entry, so re-mapping every weight once per token costs about a millisecond for a
+//! 640 MiB model, where copying the weights out of the page cache (`pread` into a staging
+//! buffer) costs 25-60 ms, more than the decode step itself.
 
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 use crate::model::{Layer, Model, Weight};
 use crate::quant;
+use crate::source::HUGE_PAGE;
 
 /// A reusable buffer for plaintext weights read from a streaming source. Whatever it held is
 /// wiped after each use, before it grows, and when it is dropped.
@@ -158,13 +165,14 @@ impl Model {
         stage: &'a mut Staging,
     ) -> Result<(&'a [u8], &'a Layer)> {
         let Some(plan) = self.staged.get(l) else {
-            if self.layer_streaming {
-                self.prefetch_layer(l);
-            }
             let layer = self
                 .layers
                 .get(l)
                 .ok_or_else(|| Error::Request(format!("no layer {l}")))?;
+            if self.layer_streaming {
+                let (lo, hi) = layer_span(layer);
+                self.file.prefetch(lo, hi - lo);
+            }
             return Ok((file, layer));
         };
         let buf = stage.take(plan.len);
@@ -184,9 +192,22 @@ impl Model {
         } else if self.layer_streaming
             && let Some(layer) = self.layers.get(l)
         {
-            for w in layer.weights() {
-                self.file.release(w.offset, w.size);
-            }
+            let (lo, hi) = layer_span(layer);
+            self.release_window(lo, hi);
+        }
+    }
+
+    /// Drop `[lo, hi)` widened to whole huge pages: a huge page mapped for the first or last
+    /// bytes of a window (or by fault-around next to them) would otherwise stay mapped until
+    /// its other part is released, a token later. Only one window is in use at a time, so
+    /// dropping a neighbour's edge costs at most one re-map.
+    fn release_window(&self, lo: usize, hi: usize) {
+        let len = usize::try_from(self.file.len()).unwrap_or(usize::MAX);
+        let a = lo & !(HUGE_PAGE - 1);
+        let b = hi.saturating_add(HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+        let b = b.min(len);
+        if a < b {
+            self.file.release(a, b - a);
         }
     }
 
@@ -204,7 +225,8 @@ impl Model {
         let dq = |row: &[u8], out: &mut [f32]| {
             quant::dequantize(w.ty, row, out).map_err(|e| Error::Quant(e.to_string()))
         };
-        if self.is_staged() {
+        if self.is_staged() || self.layer_streaming {
+            // Read (for an mmap: `pread`), so the row's pages never join the resident set.
             let buf = stage.take(rb);
             let r = self
                 .file
@@ -216,11 +238,7 @@ impl Model {
         let row = file
             .get(off..off + rb)
             .ok_or_else(|| Error::tensor(&w.name, format!("row {t} is outside the file")))?;
-        dq(row, out)?;
-        if self.layer_streaming {
-            self.file.release(off, rb);
-        }
-        Ok(())
+        dq(row, out)
     }
 
     /// Rows `r0..r0 + rows` of the output head as a matrix of their own, and the bytes its
@@ -243,6 +261,7 @@ impl Model {
             row_bytes: w.row_bytes,
         };
         if !self.is_staged() {
+            self.file.prefetch(part.offset, part.size);
             return Ok((file, part));
         }
         let buf = stage.take(part.size);
@@ -259,9 +278,18 @@ impl Model {
         if self.is_staged() {
             stage.wipe();
         } else {
-            self.file.release(part.offset, part.size);
+            self.release_window(part.offset, part.offset + part.size);
         }
     }
+}
+
+/// The bytes of the file a layer's matrices cover (with the padding and small tensors between
+/// them: a layer is written contiguously).
+fn layer_span(layer: &Layer) -> (usize, usize) {
+    let ws = layer.weights();
+    let lo = ws.iter().map(|w| w.offset).min().unwrap_or(0);
+    let hi = ws.iter().map(|w| w.offset + w.size).max().unwrap_or(lo);
+    (lo, hi)
 }
 
 #[cfg(test)]

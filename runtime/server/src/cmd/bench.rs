@@ -78,6 +78,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "threads": a.threads,
         "isa": format!("{:?}", picolm::quant::isa()),
         "layer_streaming": model.layer_streaming,
+        "huge_page_share": model.huge_page_share(),
         "encrypted": a.decrypt.key.is_some(),
         "decrypt": a.decrypt.key.is_some().then(|| a.decrypt.decrypt.clone()),
         "prompt_tokens": a.prompt_tokens,
