@@ -3,13 +3,20 @@
 //! `pp` evaluates a prompt of `--prompt-tokens` fixed pseudo-random token ids as a batch;
 //! `tg` then decodes `--gen-tokens` tokens one at a time (greedy). bench/bench.py runs this and
 //! llama.cpp on the same file in the same run and prints the ratios.
+//!
+//! `--sequences K` decodes K sequences together (K prompts, then one token per sequence per
+//! forward pass, as the server's engine batches them); `tg_tok_s` is then the aggregate.
+//! `--ctx-size` sizes each KV cache (default: prompt + generated + 1), so that peak RSS can be
+//! compared at a fixed context.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use picolm::{Model, Session};
+use picolm::Model;
+use picolm::forward::{BatchEntry, KvCache, Logits, OutputKind, Scratch};
+use picolm::session::PREFILL_CHUNK;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -28,6 +35,12 @@ pub struct BenchArgs {
     /// Stream weights one layer at a time (O(layer) resident memory instead of O(model)).
     #[arg(long)]
     pub layer_streaming: bool,
+    /// KV cache positions per sequence (default: prompt + generated tokens + 1).
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+    /// Sequences decoded together, one token each per forward pass; tg is their aggregate.
+    #[arg(long, default_value_t = 1)]
+    pub sequences: usize,
     #[command(flatten)]
     pub decrypt: super::model_file::DecryptArgs,
 }
@@ -41,8 +54,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.threads == 0 || a.prompt_tokens == 0 {
-        bail!("--threads and --prompt-tokens must be at least 1");
+    if a.threads == 0 || a.prompt_tokens == 0 || a.sequences == 0 {
+        bail!("--threads, --prompt-tokens and --sequences must be at least 1");
+    }
+    let n_ctx = a.ctx_size.unwrap_or(a.prompt_tokens + a.gen_tokens + 1);
+    if n_ctx < a.prompt_tokens + a.gen_tokens {
+        bail!(
+            "--ctx-size {n_ctx} is smaller than --prompt-tokens + --gen-tokens ({})",
+            a.prompt_tokens + a.gen_tokens
+        );
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
@@ -50,28 +70,73 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .context("starting the worker threads")?;
     let opened = super::model_file::open(&a.model, &a.decrypt)?;
     let model = Model::load(opened.file.clone())?.with_layer_streaming(a.layer_streaming);
-    let nv = model.config.n_vocab as u64;
-    // A fixed LCG: the same ids every run, spread over the vocabulary.
+    let (k, nv) = (a.sequences, model.config.n_vocab);
+    // A fixed LCG: the same ids every run, spread over the vocabulary; each sequence its own.
     let mut s = 0x2545_f491_4f6c_dd1du64;
-    let prompt: Vec<u32> = (0..a.prompt_tokens)
+    let prompts: Vec<Vec<u32>> = (0..k)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % nv) as u32
+            (0..a.prompt_tokens)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((s >> 33) % nv as u64) as u32
+                })
+                .collect()
         })
         .collect();
-    let mut session = Session::new(&model, a.prompt_tokens + a.gen_tokens + 1)?;
-    let t = Instant::now();
-    let logits = session.eval(&prompt)?;
-    let mut tok = picolm::sampler::argmax(logits);
-    let pp_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for _ in 0..a.gen_tokens {
-        let logits = session.eval(&[tok])?;
-        tok = picolm::sampler::argmax(logits);
-    }
-    let tg_s = t.elapsed().as_secs_f64();
+    let mut caches: Vec<KvCache> = (0..k).map(|_| KvCache::new(&model.config, n_ctx)).collect();
+    let mut scratch = Scratch::default();
+    let mut logits = vec![0f32; k * nv];
+    let mut next = vec![0u32; k];
+    let entries: Vec<BatchEntry> = (0..k)
+        .map(|i| BatchEntry {
+            cache: i,
+            tokens: i..i + 1,
+            output: Logits::Last,
+        })
+        .collect();
+    let mut run = || -> Result<(f64, f64)> {
+        // Prefill: each sequence's prompt in chunks, as `Session::eval` does.
+        let t = Instant::now();
+        for (i, p) in prompts.iter().enumerate() {
+            let row = &mut logits[i * nv..(i + 1) * nv];
+            for chunk in p.chunks(PREFILL_CHUNK) {
+                let e = BatchEntry {
+                    cache: i,
+                    tokens: 0..chunk.len(),
+                    output: Logits::Last,
+                };
+                model.forward_batch(
+                    &mut caches,
+                    chunk,
+                    std::slice::from_ref(&e),
+                    &mut scratch,
+                    OutputKind::Logits,
+                    row,
+                )?;
+            }
+            next[i] = picolm::sampler::argmax(row);
+        }
+        let pp_s = t.elapsed().as_secs_f64();
+        // Decode: one token of every sequence per forward pass.
+        let t = Instant::now();
+        for _ in 0..a.gen_tokens {
+            model.forward_batch(
+                &mut caches,
+                &next,
+                &entries,
+                &mut scratch,
+                OutputKind::Logits,
+                &mut logits,
+            )?;
+            for (i, n) in next.iter_mut().enumerate() {
+                *n = picolm::sampler::argmax(&logits[i * nv..(i + 1) * nv]);
+            }
+        }
+        Ok((pp_s, t.elapsed().as_secs_f64()))
+    };
+    let (pp_s, tg_s) = run()?;
     let out = serde_json::json!({
         "engine": "picolm",
         "model": a.model.display().to_string(),
@@ -83,9 +148,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "decrypt": a.decrypt.key.is_some().then(|| a.decrypt.decrypt.clone()),
         "prompt_tokens": a.prompt_tokens,
         "gen_tokens": a.gen_tokens,
-        "pp_tok_s": a.prompt_tokens as f64 / pp_s,
-        "tg_tok_s": a.gen_tokens as f64 / tg_s,
-        "ttft_ms": pp_s * 1e3,
+        "ctx_size": n_ctx,
+        "sequences": k,
+        "pp_tok_s": (k * a.prompt_tokens) as f64 / pp_s,
+        "tg_tok_s": (k * a.gen_tokens) as f64 / tg_s,
+        "ttft_ms": pp_s * 1e3 / k as f64,
+        "last_tokens": next,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{out}");
