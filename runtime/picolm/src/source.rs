@@ -124,8 +124,11 @@ impl ByteSource for MmapSource {
     /// `pread` rather than a copy out of the map: with layer streaming the pages it reads must
     /// not become part of this process's resident set.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        // Decode reads embedding rows through here: no allocation unless it fails.
         let what = || self.path.display().to_string();
-        slice_range(&what(), &self.map, offset, buf.len())?;
+        if buf.is_empty() || self.range(offset, buf.len() as u64).is_none() {
+            slice_range(&what(), &self.map, offset, buf.len())?;
+        }
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| Error::Source(format!("{}: read at {offset}: {e}", what())))
@@ -321,5 +324,30 @@ mod tests {
             assert!(e.contains("mem") && e.contains(&off.to_string()), "{e}");
         }
         assert!(s.read_at(4, &mut []).is_ok(), "an empty read at the end");
+    }
+
+    #[test]
+    fn an_mmap_reads_with_pread_and_maps_only_what_is_prefetched() {
+        let path = std::env::temp_dir().join(format!("picolm-mmap-{}.bin", std::process::id()));
+        let data: Vec<u8> = (0..6usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let s = MmapSource::open(&path).expect("open");
+        let rss = || smaps_field(s.map.as_ptr() as usize, "Rss:").expect("smaps");
+        let _ = s.prepare_streaming();
+        assert_eq!(rss(), 0, "nothing mapped once streaming is prepared");
+        let mut buf = vec![0u8; 1 << 20];
+        s.read_at(3 << 20, &mut buf).expect("read");
+        assert!(buf == data[3 << 20..4 << 20]);
+        assert_eq!(rss(), 0, "a read maps nothing");
+        s.prefetch(1 << 20, 1 << 20);
+        assert!(rss() >= 1024, "prefetch maps the range");
+        s.release(0, s.len());
+        assert_eq!(rss(), 0, "release drops it");
+        let e = s
+            .read_at(s.len() - 1, &mut [0u8; 2])
+            .expect_err("past the end")
+            .to_string();
+        assert!(e.contains("picolm-mmap") && e.contains("beyond the end"), "{e}");
+        let _ = std::fs::remove_file(&path);
     }
 }

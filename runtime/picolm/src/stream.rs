@@ -203,9 +203,7 @@ impl Model {
     /// dropping a neighbour's edge costs at most one re-map.
     fn release_window(&self, lo: usize, hi: usize) {
         let len = usize::try_from(self.file.len()).unwrap_or(usize::MAX);
-        let a = lo & !(HUGE_PAGE - 1);
-        let b = hi.saturating_add(HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
-        let b = b.min(len);
+        let (a, b) = widen_to_huge_pages(lo, hi, len);
         if a < b {
             self.file.release(a, b - a);
         }
@@ -281,6 +279,13 @@ impl Model {
             self.release_window(part.offset, part.offset + part.size);
         }
     }
+}
+
+/// `[lo, hi)` widened to whole huge pages, clipped to a file of `len` bytes.
+fn widen_to_huge_pages(lo: usize, hi: usize, len: usize) -> (usize, usize) {
+    let a = lo & !(HUGE_PAGE - 1);
+    let b = hi.saturating_add(HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+    (a.min(len), b.min(len))
 }
 
 /// The bytes of the file a layer's matrices cover (with the padding and small tensors between
@@ -371,6 +376,19 @@ mod tests {
                 orig.name
             );
         }
+    }
+
+    #[test]
+    fn released_windows_cover_whole_huge_pages_inside_the_file() {
+        const H: usize = HUGE_PAGE;
+        assert_eq!(widen_to_huge_pages(H + 5, 2 * H + 1, 10 * H), (H, 3 * H));
+        assert_eq!(widen_to_huge_pages(H, 2 * H, 10 * H), (H, 2 * H));
+        assert_eq!(widen_to_huge_pages(0, 1, 10 * H), (0, H));
+        // The last huge page is clipped to the end of the file.
+        assert_eq!(widen_to_huge_pages(9 * H + 7, 9 * H + 9, 9 * H + 100), (9 * H, 9 * H + 100));
+        // No overflow at the top of the address space.
+        let (a, b) = widen_to_huge_pages(usize::MAX - 3, usize::MAX, usize::MAX);
+        assert!(a <= b);
     }
 
     #[test]

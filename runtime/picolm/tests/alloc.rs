@@ -1,5 +1,6 @@
-//! Steady-state decoding allocates nothing: a counting global allocator watches every thread
-//! while the engine decodes, after a warm-up that sizes its buffers.
+//! Steady-state decoding allocates nothing, with the weights resident or layer-streamed: a
+//! counting global allocator watches every thread while the engine decodes, after a warm-up
+//! that sizes its buffers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
 
@@ -15,15 +16,30 @@ use picolm::{GgufFile, Model, SamplingParams};
 #[global_allocator]
 static GLOBAL: support::Counting = support::Counting;
 
-fn load(preset: &str, ty: &str) -> (Arc<Model>, Tokenizer) {
+/// The allocation count is process-wide: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn load(preset: &str, ty: &str, streaming: bool) -> (Arc<Model>, Tokenizer) {
     let file = Arc::new(GgufFile::open(support::model_path(preset, ty)).unwrap());
     let tok = Tokenizer::from_metadata(file.metadata()).unwrap();
-    (Arc::new(Model::load(file).unwrap()), tok)
+    let model = Model::load(file).unwrap().with_layer_streaming(streaming);
+    (Arc::new(model), tok)
 }
 
 #[test]
 fn decoding_does_not_allocate_per_token() {
-    let (model, tok) = load("tiny-llama", "q4_k_m");
+    decode_allocates_nothing("tiny-llama", false);
+}
+
+#[test]
+fn layer_streamed_decoding_does_not_allocate_per_token() {
+    // small-llama spans many huge pages: each token maps and drops every layer's.
+    decode_allocates_nothing("small-llama", true);
+}
+
+fn decode_allocates_nothing(preset: &str, streaming: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (model, tok) = load(preset, "q4_k_m", streaming);
     // The engine runs inside a pool, as the server's worker does: rayon's own job queues are
     // then per-worker deques that are reused, not the global injector.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -71,7 +87,7 @@ fn decoding_does_not_allocate_per_token() {
         (warm, measured, measured as f64 / steps as f64)
     });
     eprintln!(
-        "warm-up allocations {warm}; 64 decode steps × 2 sequences: {measured} allocations ({per_step:.2}/step)"
+        "{preset} (streaming: {streaming}): warm-up allocations {warm}; 64 decode steps × 2 sequences: {measured} allocations ({per_step:.2}/step)"
     );
     assert_eq!(
         measured, 0,
