@@ -247,9 +247,9 @@ fn smaps_field(start: usize, field: &str) -> Option<u64> {
     let head = format!("{start:x}-");
     // An entry starts with its address range ("7f00-7f80 r--s ..."); its fields follow.
     let is_head = |l: &str| {
-        l.split_whitespace()
-            .next()
-            .is_some_and(|t| t.contains('-') && t.chars().all(|c| c == '-' || c.is_ascii_hexdigit()))
+        l.split_whitespace().next().is_some_and(|t| {
+            t.contains('-') && t.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+        })
     };
     let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
     lines.next()?;
@@ -347,7 +347,10 @@ mod tests {
             .read_at(s.len() - 1, &mut [0u8; 2])
             .expect_err("past the end")
             .to_string();
-        assert!(e.contains("picolm-mmap") && e.contains("beyond the end"), "{e}");
+        assert!(
+            e.contains("picolm-mmap") && e.contains("beyond the end"),
+            "{e}"
+        );
         let _ = std::fs::remove_file(&path);
     }
 }

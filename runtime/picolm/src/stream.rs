@@ -385,7 +385,10 @@ mod tests {
         assert_eq!(widen_to_huge_pages(H, 2 * H, 10 * H), (H, 2 * H));
         assert_eq!(widen_to_huge_pages(0, 1, 10 * H), (0, H));
         // The last huge page is clipped to the end of the file.
-        assert_eq!(widen_to_huge_pages(9 * H + 7, 9 * H + 9, 9 * H + 100), (9 * H, 9 * H + 100));
+        assert_eq!(
+            widen_to_huge_pages(9 * H + 7, 9 * H + 9, 9 * H + 100),
+            (9 * H, 9 * H + 100)
+        );
         // No overflow at the top of the address space.
         let (a, b) = widen_to_huge_pages(usize::MAX - 3, usize::MAX, usize::MAX);
         assert!(a <= b);

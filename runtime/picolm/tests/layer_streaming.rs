@@ -53,7 +53,9 @@ fn streaming_gives_the_resident_logits_bit_for_bit() {
         let want = logits(&load(preset, ty, false), &prompt, 6);
         let got = logits(&load(preset, ty, true), &prompt, 6);
         assert!(
-            got.iter().map(|x| x.to_bits()).eq(want.iter().map(|x| x.to_bits())),
+            got.iter()
+                .map(|x| x.to_bits())
+                .eq(want.iter().map(|x| x.to_bits())),
             "{preset}-{ty}: streaming logits differ from resident"
         );
     }
@@ -107,7 +109,9 @@ fn batched_streaming_decode_gives_the_resident_logits_bit_for_bit() {
         let want = batched(&load(preset, ty, false));
         let got = batched(&load(preset, ty, true));
         assert!(
-            got.iter().map(|x| x.to_bits()).eq(want.iter().map(|x| x.to_bits())),
+            got.iter()
+                .map(|x| x.to_bits())
+                .eq(want.iter().map(|x| x.to_bits())),
             "{preset}-{ty}: batched streaming logits differ from resident"
         );
     }
@@ -120,7 +124,12 @@ fn mapped_bytes(start: *const u8) -> u64 {
     let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
     lines.next().expect("the model's mapping");
     let rss = lines.find_map(|l| l.strip_prefix("Rss:")).unwrap();
-    rss.split_whitespace().next().unwrap().parse::<u64>().unwrap() * 1024
+    rss.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[test]
