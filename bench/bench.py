@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(os.environ.get("PICOLM_BIN") or ROOT / "target" / "release" / "a3s-power")
+BIN = Path(os.environ.get("PICOLM_BIN") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release" / "a3s-power")
 
 
 def run_json(cmd: list[str]) -> dict:
