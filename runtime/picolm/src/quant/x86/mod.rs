@@ -106,9 +106,11 @@ macro_rules! tile_drivers {
                 let mut acc = [K::zero(); N];
                 for s in 0..steps {
                     let r = s * K::STEP..(s + 1) * K::STEP;
-                    if N == 1 {
-                        // Past the row's end this is the next row (rows are contiguous); a
-                        // prefetch never faults, so a wrapping pointer is fine.
+                    {
+                        // Every tile streams its weight row once (decode: one activation; a
+                        // few sequences together: up to 8). Past the row's end this is the
+                        // next row (rows are contiguous); a prefetch never faults, so a
+                        // wrapping pointer is fine.
                         let p = w[r.start..].as_ptr().cast::<i8>();
                         let step = K::STEP * std::mem::size_of::<K::W>();
                         for k in (0..step).step_by(64) {
