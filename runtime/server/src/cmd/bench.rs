@@ -96,47 +96,32 @@ pub fn run(a: BenchArgs) -> Result<()> {
             output: Logits::Last,
         })
         .collect();
-    let mut run = || -> Result<(f64, f64)> {
-        // Prefill: each sequence's prompt in chunks, as `Session::eval` does.
-        let t = Instant::now();
-        for (i, p) in prompts.iter().enumerate() {
-            let row = &mut logits[i * nv..(i + 1) * nv];
-            for chunk in p.chunks(PREFILL_CHUNK) {
-                let e = BatchEntry {
-                    cache: i,
-                    tokens: 0..chunk.len(),
-                    output: Logits::Last,
-                };
-                model.forward_batch(
-                    &mut caches,
-                    chunk,
-                    std::slice::from_ref(&e),
-                    &mut scratch,
-                    OutputKind::Logits,
-                    row,
-                )?;
-            }
-            next[i] = picolm::sampler::argmax(row);
+    // Prefill: each sequence's prompt in chunks, as `Session::eval` does.
+    let t = Instant::now();
+    for (i, p) in prompts.iter().enumerate() {
+        let row = &mut logits[i * nv..(i + 1) * nv];
+        for chunk in p.chunks(PREFILL_CHUNK) {
+            model.forward(chunk, &mut caches[i], &mut scratch, Logits::Last, row)?;
         }
-        let pp_s = t.elapsed().as_secs_f64();
-        // Decode: one token of every sequence per forward pass.
-        let t = Instant::now();
-        for _ in 0..a.gen_tokens {
-            model.forward_batch(
-                &mut caches,
-                &next,
-                &entries,
-                &mut scratch,
-                OutputKind::Logits,
-                &mut logits,
-            )?;
-            for (i, n) in next.iter_mut().enumerate() {
-                *n = picolm::sampler::argmax(&logits[i * nv..(i + 1) * nv]);
-            }
+        next[i] = picolm::sampler::argmax(row);
+    }
+    let pp_s = t.elapsed().as_secs_f64();
+    // Decode: one token of every sequence per forward pass.
+    let t = Instant::now();
+    for _ in 0..a.gen_tokens {
+        model.forward_batch(
+            &mut caches,
+            &next,
+            &entries,
+            &mut scratch,
+            OutputKind::Logits,
+            &mut logits,
+        )?;
+        for (i, n) in next.iter_mut().enumerate() {
+            *n = picolm::sampler::argmax(&logits[i * nv..(i + 1) * nv]);
         }
-        Ok((pp_s, t.elapsed().as_secs_f64()))
-    };
-    let (pp_s, tg_s) = run()?;
+    }
+    let tg_s = t.elapsed().as_secs_f64();
     let out = serde_json::json!({
         "engine": "picolm",
         "model": a.model.display().to_string(),

@@ -104,20 +104,18 @@ macro_rules! tile_drivers {
             // this function is compiled for (and its caller has detected).
             unsafe {
                 let mut acc = [K::zero(); N];
+                // Every tile streams its weight row once (decode: one activation; a few
+                // sequences together: up to 8). Past the row's end the prefetch reaches the
+                // next row (rows are contiguous); a prefetch never faults, so a wrapping
+                // pointer is fine.
+                let step_bytes = K::STEP * std::mem::size_of::<K::W>();
                 for s in 0..steps {
                     let r = s * K::STEP..(s + 1) * K::STEP;
-                    {
-                        // Every tile streams its weight row once (decode: one activation; a
-                        // few sequences together: up to 8). Past the row's end this is the
-                        // next row (rows are contiguous); a prefetch never faults, so a
-                        // wrapping pointer is fine.
-                        let p = w[r.start..].as_ptr().cast::<i8>();
-                        let step = K::STEP * std::mem::size_of::<K::W>();
-                        for k in (0..step).step_by(64) {
-                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                                p.wrapping_add(super::PREFETCH_AHEAD + k),
-                            );
-                        }
+                    let p = w[r.start..].as_ptr().cast::<i8>();
+                    for k in (0..step_bytes).step_by(64) {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                            p.wrapping_add(super::PREFETCH_AHEAD + k),
+                        );
                     }
                     let dec = K::decode(&w[r.clone()]);
                     for j in 0..N {
