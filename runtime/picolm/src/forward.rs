@@ -277,9 +277,9 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
         return;
     }
     if n < GEMM_MIN_ACTS {
-        // A few sequences decoding together: each weight row is decoded once for a tile of
-        // up to MULTI_MAX activation rows; results come out row-major per weight row and are
-        // transposed.
+        // A few sequences decoding together: each weight row is read once for all of them,
+        // the activations prepared once per chunk of rows; results come out row-major per
+        // weight row and are transposed.
         let chunk = row_chunk(rows);
         grow(tmp, rows * n);
         tmp[..rows * n]
@@ -287,10 +287,9 @@ fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp
             .enumerate()
             .for_each(|(ci, o)| {
                 let r0 = ci * chunk;
-                for (i, ys) in o.chunks_mut(n).enumerate() {
-                    let wr = &wb[(r0 + i) * rb..(r0 + i + 1) * rb];
-                    quant::vec_dot_multi(w.ty, cols, wr, &xq.data, xrb, ys);
-                }
+                let nr = o.len() / n;
+                let ws = &wb[r0 * rb..(r0 + nr) * rb];
+                quant::vec_dot_multi_rows(w.ty, cols, ws, rb, nr, &xq.data, xrb, n, o);
             });
         for b in 0..n {
             for r in 0..rows {

@@ -18,7 +18,8 @@ use half::f16;
 use picolm::quant::{
     self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, QuantError, ROWS_MAX, available_isas, dequantize,
     gemm, gemm_isa, quantize_activation, quantize_activation_isa, try_vec_dot, vec_dot,
-    vec_dot_isa, vec_dot_multi, vec_dot_multi_isa, vec_dot_rows, vec_dot_rows_isa,
+    vec_dot_isa, vec_dot_multi, vec_dot_multi_isa, vec_dot_multi_rows, vec_dot_multi_rows_isa,
+    vec_dot_rows, vec_dot_rows_isa,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -388,6 +389,105 @@ fn tiles_match_scalar_per_row_dots() {
         }
     }
     eprintln!("{checked} tile/scalar comparisons");
+}
+
+#[test]
+fn multi_rows_is_bit_identical_to_per_row_dots() {
+    // Few-sequence decode: every format, ISA, activation count (groups of four, padded groups,
+    // a single fifth row) and a run of weight rows, strided with junk between rows: each
+    // result has the bits of vec_dot on the same ISA (batch invariance) and stays within the
+    // per-row tolerance of the scalar reference.
+    let mut rng = StdRng::seed_from_u64(0x4D52);
+    let mut checked = 0;
+    for ty in FORMATS {
+        let vdt = ty.vec_dot_type();
+        for (k, &nb) in block_counts(ty).iter().enumerate() {
+            let n = nb * ty.block_len();
+            let (wb, ab) = (ty.row_bytes(n).unwrap(), vdt.row_bytes(n).unwrap());
+            let (wstride, astride) = (wb + 5, ab + 7);
+            let rows = [3, 1, 6, 2][k % 4];
+            let pattern = [Pattern::Random, Pattern::HighBit, Pattern::AllOnes][k % 3];
+            let mut ws = vec![0xA5u8; wstride * rows];
+            let w_rows: Vec<Vec<u8>> = (0..rows)
+                .map(|i| {
+                    let p = if i == 1 { Pattern::AllZeros } else { pattern };
+                    let w = weight_row(&mut rng, ty, n, p);
+                    ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
+                    w
+                })
+                .collect();
+            let mut acts = vec![0x5Au8; astride * MULTI_MAX];
+            let a_rows: Vec<Vec<u8>> = (0..MULTI_MAX)
+                .map(|j| {
+                    let a = quantized(vdt, &activations(&mut rng, n, j % 3 == 2));
+                    acts[j * astride..j * astride + ab].copy_from_slice(&a);
+                    a
+                })
+                .collect();
+            for isa in available_isas() {
+                for m in 1..=MULTI_MAX {
+                    // One float more than needed: the kernel must not write it.
+                    let mut out = vec![f32::NAN; rows * m + 1];
+                    vec_dot_multi_rows_isa(
+                        isa, ty, n, &ws, wstride, rows, &acts, astride, m, &mut out,
+                    )
+                    .unwrap();
+                    assert!(
+                        out[rows * m].is_nan(),
+                        "multi_rows wrote past rows * n_acts"
+                    );
+                    for i in 0..rows {
+                        for j in 0..m {
+                            let (w, a) = (&w_rows[i], &a_rows[j]);
+                            let got = out[i * m + j];
+                            let same_isa = vec_dot_isa(isa, ty, n, w, a).unwrap();
+                            assert_eq!(
+                                got.to_bits(),
+                                same_isa.to_bits(),
+                                "multi_rows {ty} {isa:?} n={n} rows={rows} m={m} i={i} j={j}: \
+                                 {got} vs vec_dot {same_isa} on the same ISA"
+                            );
+                            let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
+                            let tol = if isa == Isa::Scalar {
+                                0.0
+                            } else {
+                                scalar_tolerance(ty, w, a, n)
+                            };
+                            let err = f64::from((got - reference).abs());
+                            assert!(
+                                err <= tol,
+                                "multi_rows {ty} {isa:?} n={n} m={m}: {got} vs scalar {reference}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                    if isa == quant::isa() {
+                        let mut active = vec![f32::NAN; rows * m];
+                        vec_dot_multi_rows(
+                            ty,
+                            n,
+                            &ws,
+                            wstride,
+                            rows,
+                            &acts,
+                            astride,
+                            m,
+                            &mut active,
+                        );
+                        assert_eq!(
+                            active.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            out[..rows * m]
+                                .iter()
+                                .map(|x| x.to_bits())
+                                .collect::<Vec<_>>(),
+                            "multi_rows {ty}: active ISA differs"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} multi_rows comparisons");
 }
 
 #[test]

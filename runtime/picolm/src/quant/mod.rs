@@ -199,6 +199,9 @@ impl Isa {
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 /// `fn(n, weight row, activations, activation stride, out)`: [`vec_dot_multi`]'s contract.
 pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
+/// `fn(n, weight rows, weight row stride, rows, activations, activation stride, activation
+/// rows, out)`: [`vec_dot_multi_rows`]'s contract.
+pub(crate) type MultiRowsFn = fn(usize, &[u8], usize, usize, &[u8], usize, usize, &mut [f32]);
 /// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
 pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
 /// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
@@ -218,6 +221,9 @@ pub(crate) struct Kernels {
     /// Tile kernels; `None` where [`vec_dot_multi`] / [`vec_dot_rows`] loop over `dot`.
     pub(crate) multi: [Option<MultiFn>; TYPE_COUNT],
     pub(crate) rows: [Option<RowsFn>; TYPE_COUNT],
+    /// Few-sequence decode over a run of weight rows, activations prepared once for the run;
+    /// `None` where [`vec_dot_multi_rows`] calls `multi` (or `dot`) row by row.
+    pub(crate) multi_rows: [Option<MultiRowsFn>; TYPE_COUNT],
     /// Register-blocked GEMM over [`GEMM_ROWS`]-row tiles; `None` where [`gemm`] loops over
     /// `multi`.
     pub(crate) gemm: [Option<GemmFn>; TYPE_COUNT],
@@ -269,6 +275,7 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi: [None; TYPE_COUNT],
         rows: [None; TYPE_COUNT],
+        multi_rows: [None; TYPE_COUNT],
         gemm: [None; TYPE_COUNT],
         quantize: [None; TYPE_COUNT],
         dot_f32: scalar::dot_f32,
@@ -434,6 +441,96 @@ pub fn vec_dot_rows_isa(
 ) -> Option<()> {
     rows_on(kernels(isa)?, ty, n, w, row_bytes, act, out);
     Some(())
+}
+
+/// `out[i * n_acts + j] = vec_dot(ty, n, w_i, act_j)` for `i in 0..rows`, `j in 0..n_acts`
+/// (1..=[`MULTI_MAX`] activation rows), with `w_i = w[i * row_bytes..]` and
+/// `act_j = acts[j * stride..]`: a few sequences decoding together over a run of weight rows.
+/// Each weight row is read once for all the activation rows (as in [`vec_dot_multi`]), and
+/// where the ISA has a kernel for it the activations are prepared once for the whole run, in
+/// groups of four whose per-block sums are reduced and scaled together.
+///
+/// Every result is bit-identical to [`vec_dot`]'s on the same ISA (the kernels keep the
+/// canonical f32 order), so a sequence's tokens do not depend on its batch neighbours.
+///
+/// # Panics
+/// As [`vec_dot`], and if `n_acts` is 0 or more than [`MULTI_MAX`], `out` is shorter than
+/// `rows * n_acts`, or a row lies past the end of `w` or `acts`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn vec_dot_multi_rows(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    multi_rows_on(
+        &ACTIVE, ty, n, w, row_bytes, rows, acts, stride, n_acts, out,
+    )
+}
+
+/// [`vec_dot_multi_rows`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU
+/// cannot run `isa`. Same contract.
+#[allow(clippy::too_many_arguments)]
+pub fn vec_dot_multi_rows_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    multi_rows_on(
+        kernels(isa)?,
+        ty,
+        n,
+        w,
+        row_bytes,
+        rows,
+        acts,
+        stride,
+        n_acts,
+        out,
+    );
+    Some(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn multi_rows_on(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_fn(k, ty);
+    assert!(
+        (1..=MULTI_MAX).contains(&n_acts),
+        "vec_dot_multi_rows: {n_acts} activation rows (1..={MULTI_MAX} allowed)"
+    );
+    let out = &mut out[..rows.saturating_mul(n_acts)];
+    match k.multi_rows[ty as usize] {
+        Some(f) => f(n, w, row_bytes, rows, acts, stride, n_acts, out),
+        None => {
+            for (i, o) in out.chunks_exact_mut(n_acts).enumerate() {
+                multi_on(k, ty, n, &w[i * row_bytes..], acts, stride, o);
+            }
+        }
+    }
 }
 
 fn dot_fn(k: &Kernels, ty: GgmlType) -> DotFn {

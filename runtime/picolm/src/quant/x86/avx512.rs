@@ -19,7 +19,8 @@
 #![allow(unsafe_code)]
 
 use super::super::blocks::{
-    BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, k4_scales_mins,
+    BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, as_blocks,
+    k4_scales_mins,
 };
 use super::avx2::{self, f16_bits, load128, load256};
 use half::f16;
@@ -411,6 +412,8 @@ pub(crate) struct K4Dec {
     q: [__m512i; 4],
     sc: [__m512i; 2],
     mins: __m256i,
+    /// The eight mins as i16 in every 128-bit quarter (for [`k4_dot4`]).
+    mins8: __m512i,
     d: __m512,
     dmin: __m512,
 }
@@ -430,6 +433,7 @@ fn k4_dec(q: [__m512i; 4], scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2]) -> K4De
         q,
         sc: [perm(0), perm(1)],
         mins: _mm512_castsi512_si256(perm(2)),
+        mins8: _mm512_broadcast_i32x4(_mm512_extracti32x4_epi32::<1>(v)),
         d: _mm512_broadcastss_ps(dd),
         dmin: _mm512_broadcastss_ps(_mm_movehdup_ps(dd)),
     }
@@ -586,6 +590,461 @@ fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: f32) -> f32 {
 }
 
 kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);
+
+// ---------------------------------------------------------------------------------------------
+// Few-sequence decode (`multi_rows`): a run of weight rows against up to eight activation rows.
+// The activations are prepared once for the run in groups of four, and each weight step's
+// per-block integer sums of a group are reduced together (one transposed tree instead of four
+// horizontal sums) and scaled with 128-bit lane j = activation j, in the canonical f32 order of
+// the per-row kernels, so every result is bit-identical to `multi::<K, 1>`'s.
+// ---------------------------------------------------------------------------------------------
+
+/// A [`Tile4`]'s prepared activation step, kept in a per-thread scratch buffer.
+pub(crate) trait Prep: Copy + 'static {
+    /// All bits zero (a valid value: every field is a SIMD vector).
+    const ZERO: Self;
+    /// This thread's scratch buffer (taken for a run and put back: no borrow is held).
+    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>>;
+}
+
+macro_rules! prep_scratch {
+    ($t:ty) => {
+        impl Prep for $t {
+            // SAFETY: the fields are SIMD vectors, for which all-zero bits are a valid value.
+            const ZERO: Self = unsafe { std::mem::zeroed() };
+            fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
+                thread_local! {
+                    static SCRATCH: std::cell::Cell<Vec<$t>> = const { std::cell::Cell::new(Vec::new()) };
+                }
+                &SCRATCH
+            }
+        }
+    };
+}
+
+/// A block format whose activation steps can be prepared four rows at a time.
+pub(crate) trait Tile4: Tile<Acc = f32> {
+    type Prep: Prep;
+    /// Step `s` of the activation rows `ys` (each at least `(s + 1) · STEP` blocks).
+    ///
+    /// # Safety
+    /// The CPU must have this module's features.
+    unsafe fn prep(ys: [&[Self::A]; 4], s: usize) -> Self::Prep;
+    /// `acc` plus the dot of a decoded weight step with step `s` of the four activation rows
+    /// (lane j: row j), each lane in the canonical order of [`Tile::dot`].
+    ///
+    /// # Safety
+    /// As [`Tile4::prep`]; `p` is step `s` prepared from `ys`.
+    unsafe fn dot4(
+        w: &Self::Dec,
+        p: &Self::Prep,
+        ys: [&[Self::A]; 4],
+        s: usize,
+        acc: __m128,
+    ) -> __m128;
+}
+
+/// Exact per-block sums of eight vectors, transposed: `v[2j + h]` holds activation j's
+/// partial sums of blocks 2h (lanes 0..8) and 2h + 1 (lanes 8..16); the result holds block b
+/// of activation j in lane 4b + j.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce_blocks4(v: [__m512i; 8]) -> __m512i {
+    // Quarters of pair(x, y): x's block 2h, x's block 2h + 1, y's 2h, y's 2h + 1 (4 lanes each).
+    let pair = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y),
+        )
+    };
+    let (l0, l1) = (pair(v[0], v[2]), pair(v[1], v[3]));
+    let (l2, l3) = (pair(v[4], v[6]), pair(v[5], v[7]));
+    // Quarter b of r[j]: activation j's four partial sums of block b.
+    let r = [
+        _mm512_shuffle_i32x4::<0b01_00_01_00>(l0, l1),
+        _mm512_shuffle_i32x4::<0b11_10_11_10>(l0, l1),
+        _mm512_shuffle_i32x4::<0b01_00_01_00>(l2, l3),
+        _mm512_shuffle_i32x4::<0b11_10_11_10>(l2, l3),
+    ];
+    // A 4 × 4 transpose-and-add inside every quarter.
+    let a01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[0], r[1]),
+        _mm512_unpackhi_epi32(r[0], r[1]),
+    );
+    let a23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(r[2], r[3]),
+        _mm512_unpackhi_epi32(r[2], r[3]),
+    );
+    _mm512_add_epi32(
+        _mm512_unpacklo_epi64(a01, a23),
+        _mm512_unpackhi_epi64(a01, a23),
+    )
+}
+
+/// Quarter j of the result: four partial sums of all 16 lanes of `v[j]` (exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce_quarters4(v: [__m512i; 4]) -> __m512i {
+    // [x: 8 lanes | y: 8 lanes].
+    let pair = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b01_00_01_00>(x, y),
+            _mm512_shuffle_i32x4::<0b11_10_11_10>(x, y),
+        )
+    };
+    halves_to_quarters(pair(v[0], v[1]), pair(v[2], v[3]))
+}
+
+/// `[x₀ | x₁]` and `[y₀ | y₁]` (8 lanes each) → quarters x₀, x₁, y₀, y₁ of four partial sums.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn halves_to_quarters(x: __m512i, y: __m512i) -> __m512i {
+    _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y),
+    )
+}
+
+/// Lanes 0, 4, 8, 12 of `v` (as f32) in lanes 0..4: one sum per quarter.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn quarter_heads(v: __m512) -> __m512 {
+    let idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 10, 6, 2, 12, 8, 4, 0);
+    // Lanes 4..8 get lanes 2, 6, 10, 14 (the second sum of a quarter where there is one).
+    _mm512_permutexvar_ps(idx, v)
+}
+
+/// Four activation rows' step of four Q8_0 blocks, for the legacy formats.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct LegacyPrep {
+    /// Activation j's blocks 0|1 in `y[2j]`, 2|3 in `y[2j + 1]`.
+    y: [__m512i; 8],
+    /// o·Σy of block b of activation j in lane 4b + j.
+    corr: __m512i,
+    /// d of block b of activation j in lane 4b + j.
+    d: __m512,
+}
+prep_scratch!(LegacyPrep);
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_prep<const O: u8>(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
+    let a = ys.map(|y| &y[4 * s..4 * s + 4]);
+    let y: [__m512i; 8] = std::array::from_fn(|k| {
+        let (j, h) = (k / 2, k % 2);
+        join(load256(&a[j][2 * h].qs), load256(&a[j][2 * h + 1].qs))
+    });
+    let (zero, o) = (_mm512_setzero_si512(), _mm512_set1_epi8(O as i8));
+    let mut d = [0u16; 16];
+    for (b, d) in d.chunks_exact_mut(4).enumerate() {
+        for (j, d) in d.iter_mut().enumerate() {
+            *d = u16::from_le_bytes(a[j][b].d);
+        }
+    }
+    LegacyPrep {
+        corr: reduce_blocks4(y.map(|y| _mm512_dpbusd_epi32(zero, o, y))),
+        y,
+        d: _mm512_cvtph_ps(load256(&d)),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_dot4(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
+    let zero = _mm512_setzero_si512();
+    let d = |k: usize| _mm512_dpbusd_epi32(zero, w.u[k % 2], p.y[k]);
+    let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
+    // Block b of activation j in lane 4b + j: Σ u·y - o·Σ y = Σ (u - o)·y, exact; |i| < 2^24.
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_blocks4(v), p.corr));
+    // d_w · d_a per block, rounded as in `legacy_dot`.
+    let bcast = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let s = _mm512_mul_ps(
+        _mm512_permutexvar_ps(bcast, _mm512_castps128_ps512(w.d)),
+        p.d,
+    );
+    // `legacy_pair` on every lane: quarters 0 and 2 of t are blocks (0, 1) and (2, 3).
+    let t = _mm512_fmadd_ps(
+        _mm512_shuffle_f32x4::<0b11_11_01_01>(i, i),
+        _mm512_shuffle_f32x4::<0b11_11_01_01>(s, s),
+        _mm512_mul_ps(i, s),
+    );
+    let acc = _mm_add_ps(acc, _mm512_castps512_ps128(t));
+    _mm_add_ps(acc, _mm512_extractf32x4_ps::<2>(t))
+}
+
+macro_rules! legacy_tile4 {
+    ($name:ident, $o:expr) => {
+        impl Tile4 for $name {
+            type Prep = LegacyPrep;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn prep(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
+                legacy_prep::<{ $o }>(ys, s)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn dot4(
+                w: &LegacyDec,
+                p: &LegacyPrep,
+                _: [&[BlockQ8_0]; 4],
+                _: usize,
+                acc: __m128,
+            ) -> __m128 {
+                legacy_dot4(w, p, acc)
+            }
+        }
+    };
+}
+
+legacy_tile4!(Q4_0T, 8);
+legacy_tile4!(Q5_0T, 16);
+legacy_tile4!(Q8_0T, 128);
+
+/// Four activation rows' Q8_K block, for Q4_K and Q5_K: the bsums summed in pairs (one per
+/// 32-element sub-block, |Σ| ≤ 32·127 fits an i16), quarter j for activation j, and the
+/// scales.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct K4Prep {
+    bsum32: __m512i,
+    d: __m128,
+}
+prep_scratch!(K4Prep);
+
+/// Four activation rows' Q8_K block, for Q6_K: the sixteen bsums of rows 0|1 and 2|3, and the
+/// scales.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Q6Prep {
+    bsums: [__m512i; 2],
+    d: __m128,
+}
+prep_scratch!(Q6Prep);
+
+fn q8k_scales4(a: [&BlockQ8K; 4]) -> __m128 {
+    let d = a.map(BlockQ8K::d);
+    // SAFETY: SSE is part of the x86_64 baseline.
+    unsafe { _mm_set_ps(d[3], d[2], d[1], d[0]) }
+}
+
+/// The sixteen signed activation loads of a Q8_K block.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8k_qs(a: &BlockQ8K) -> [__m512i; 4] {
+    [
+        load512(&a.qs[..]),
+        load512(&a.qs[64..]),
+        load512(&a.qs[128..]),
+        load512(&a.qs[192..]),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k4_dot4(w: &K4Dec, p: &K4Prep, ys: [&BlockQ8K; 4], acc: __m128) -> __m128 {
+    let zero = _mm512_setzero_si512();
+    // Written out: a closure mapped over `ys` was not inlined.
+    let t = reduce_quarters4([
+        scaled_dot4(&w.q, &q8k_qs(ys[0]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[1]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[2]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[3]), &w.sc, zero),
+    ]);
+    // Σ bsum32 · min, quarter j for activation j: four partial sums each.
+    let m = _mm512_madd_epi16(p.bsum32, w.mins8);
+    // Per quarter [Σt, Σt, Σm, Σm].
+    let x = _mm512_add_epi32(_mm512_unpacklo_epi64(t, m), _mm512_unpackhi_epi64(t, m));
+    let x = _mm512_add_epi32(x, _mm512_shuffle_epi32::<0b10_11_00_01>(x));
+    // Lanes 0..4: sumi of activations 0..4; lanes 4..8: summ. Exact in f32 (< 2^24).
+    let f = quarter_heads(_mm512_cvtepi32_ps(x));
+    let (sumi, summ) = (_mm512_castps512_ps128(f), _mm512_extractf32x4_ps::<1>(f));
+    // `k4_dot`'s two fused multiply-adds on every lane.
+    let acc = _mm_fmadd_ps(sumi, _mm_mul_ps(_mm512_castps512_ps128(w.d), p.d), acc);
+    _mm_fnmadd_ps(summ, _mm_mul_ps(_mm512_castps512_ps128(w.dmin), p.d), acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q6k_dot4(w: &Q6Dec, p: &Q6Prep, ys: [&BlockQ8K; 4], acc: __m128) -> __m128 {
+    let zero = _mm512_setzero_si512();
+    let v = [
+        scaled_dot4(&w.q, &q8k_qs(ys[0]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[1]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[2]), &w.sc, zero),
+        scaled_dot4(&w.q, &q8k_qs(ys[3]), &w.sc, zero),
+    ];
+    // The -32 offset of rows 0|1 and 2|3 (as `q6k_dot`), added at the half-reduced level.
+    let off = _mm512_broadcast_i64x4(w.off);
+    let pair = |x: __m512i, y: __m512i, o: __m512i| {
+        _mm512_add_epi32(
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0b01_00_01_00>(x, y),
+                _mm512_shuffle_i32x4::<0b11_10_11_10>(x, y),
+            ),
+            _mm512_madd_epi16(o, off),
+        )
+    };
+    let t = halves_to_quarters(pair(v[0], v[1], p.bsums[0]), pair(v[2], v[3], p.bsums[1]));
+    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
+    let sumi = _mm512_castps512_ps128(quarter_heads(_mm512_cvtepi32_ps(t)));
+    _mm_fmadd_ps(sumi, _mm_mul_ps(_mm512_castps512_ps128(w.d), p.d), acc)
+}
+
+impl Tile4 for Q4KT {
+    type Prep = K4Prep;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> K4Prep {
+        k4_prep(ys.map(|y| &y[s]))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
+        k4_dot4(w, p, ys.map(|y| &y[s]), acc)
+    }
+}
+
+impl Tile4 for Q5KT {
+    type Prep = K4Prep;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> K4Prep {
+        k4_prep(ys.map(|y| &y[s]))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
+        k4_dot4(w, p, ys.map(|y| &y[s]), acc)
+    }
+}
+
+impl Tile4 for Q6KT {
+    type Prep = Q6Prep;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> Q6Prep {
+        let a = ys.map(|y| &y[s]);
+        Q6Prep {
+            bsums: [
+                join(load256(&a[0].bsums), load256(&a[1].bsums)),
+                join(load256(&a[2].bsums), load256(&a[3].bsums)),
+            ],
+            d: q8k_scales4(a),
+        }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot4(w: &Q6Dec, p: &Q6Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
+        q6k_dot4(w, p, ys.map(|y| &y[s]), acc)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k4_prep(a: [&BlockQ8K; 4]) -> K4Prep {
+    let mut b = [0i16; 32];
+    for (j, b) in b.chunks_exact_mut(8).enumerate() {
+        for (k, b) in b.iter_mut().enumerate() {
+            // |Σ| ≤ 32 · 127: exact in i16.
+            *b = (a[j].bsum(2 * k) + a[j].bsum(2 * k + 1)) as i16;
+        }
+    }
+    K4Prep {
+        bsum32: load512(&b),
+        d: q8k_scales4(a),
+    }
+}
+
+/// `out[i · n + j]` = row i of `w` (rows `rb` bytes apart, `nb` blocks each) · `ys[j]`, for
+/// `n = ys.len()` in 1..=8 activation rows of at least `nb` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn multi_rows<K: Tile4>(
+    nb: usize,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    ys: &[&[K::A]],
+    out: &mut [f32],
+) {
+    // Groups of four; a group of two or three is padded with its last row (the lanes are
+    // computed and dropped), a fifth row goes through the per-activation `dot`.
+    match ys.len() {
+        1 => {
+            for (i, o) in out[..rows].iter_mut().enumerate() {
+                let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
+                *o = multi::<K, 1>(wr, [ys[0]])[0];
+            }
+        }
+        2..=4 => multi_rows_g::<K, 1, 0>(nb, w, rb, rows, ys, out),
+        5 => multi_rows_g::<K, 1, 1>(nb, w, rb, rows, ys, out),
+        6..=8 => multi_rows_g::<K, 2, 0>(nb, w, rb, rows, ys, out),
+        m => panic!("vec_dot_multi_rows: {m} activation rows (1..=8 allowed)"),
+    }
+}
+
+/// [`multi_rows`] with `G` groups of four activation rows and `S` (0 or 1) single rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
+    nb: usize,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    ys: &[&[K::A]],
+    out: &mut [f32],
+) {
+    let n = ys.len();
+    let grouped = n - S;
+    let steps = nb / K::STEP;
+    let body = steps * K::STEP;
+    let grp: [[&[K::A]; 4]; G] =
+        std::array::from_fn(|g| std::array::from_fn(|j| &ys[(4 * g + j).min(grouped - 1)][..nb]));
+    let mut prep = K::Prep::scratch().take();
+    prep.clear();
+    prep.resize(G * steps, K::Prep::ZERO);
+    // SAFETY: `K: Tile4` of this module, whose methods need a subset of the features this
+    // function is compiled for (and its caller has detected).
+    unsafe {
+        for (g, ys) in grp.iter().enumerate() {
+            for (s, p) in prep[g * steps..(g + 1) * steps].iter_mut().enumerate() {
+                *p = K::prep(*ys, s);
+            }
+        }
+        let step_bytes = K::STEP * std::mem::size_of::<K::W>();
+        for (i, o) in out[..rows * n].chunks_exact_mut(n).enumerate() {
+            let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
+            let mut acc4 = [_mm_setzero_ps(); G];
+            let mut acc1 = [K::zero(); S];
+            for s in 0..steps {
+                let r = s * K::STEP..(s + 1) * K::STEP;
+                // As in `multi`: the weight rows stream once from DRAM.
+                let pw = wr[r.start..].as_ptr().cast::<i8>();
+                for k in (0..step_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T1>(pw.wrapping_add(super::PREFETCH_AHEAD + k));
+                }
+                let dec = K::decode(&wr[r.clone()]);
+                for g in 0..G {
+                    acc4[g] = K::dot4(&dec, &prep[g * steps + s], grp[g], s, acc4[g]);
+                }
+                for (k, a) in acc1.iter_mut().enumerate() {
+                    *a = K::dot(&dec, &K::act(&ys[grouped + k][r.clone()]), *a);
+                }
+            }
+            for (g, acc) in acc4.iter().enumerate() {
+                let mut lanes = [0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), *acc);
+                for (j, &l) in lanes.iter().enumerate().take(grouped - 4 * g) {
+                    o[4 * g + j] = K::finish(l, &wr[body..], &grp[g][j][body..]);
+                }
+            }
+            for (k, &a) in acc1.iter().enumerate() {
+                o[grouped + k] = K::finish(a, &wr[body..], &ys[grouped + k][body..nb]);
+            }
+        }
+    }
+    K::Prep::scratch().set(prep);
+}
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {

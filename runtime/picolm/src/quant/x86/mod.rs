@@ -13,7 +13,9 @@ use super::blocks::{
     BlockQ4_1, BlockQ5_1, BlockQ8_0, BlockQ8_1, BlockQ8K, as_blocks, as_blocks_mut,
 };
 use super::types::TYPE_COUNT;
-use super::{DotFn, GemmFn, GgmlType, Isa, Kernels, MultiFn, QuantFn, RowsFn};
+use super::{
+    DotFn, GemmFn, GgmlType, Isa, Kernels, MULTI_MAX, MultiFn, MultiRowsFn, QuantFn, RowsFn,
+};
 use std::sync::LazyLock;
 
 fn has_avx2() -> bool {
@@ -236,6 +238,35 @@ macro_rules! tile_fns {
     }};
 }
 
+/// A [`MultiRowsFn`] for the AVX-512 `Tile4` kernel `$k` over `$len`-element blocks.
+macro_rules! multi_rows_fn {
+    ($k:ty, $len:expr) => {{
+        type A = <$k as avx512::Tile>::A;
+        #[allow(clippy::too_many_arguments)]
+        fn multi_rows(
+            n: usize,
+            w: &[u8],
+            rb: usize,
+            rows: usize,
+            acts: &[u8],
+            stride: usize,
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            debug_assert!(n.is_multiple_of($len));
+            let nb = n / $len;
+            let mut ys: [&[A]; MULTI_MAX] = [&[]; MULTI_MAX];
+            for (j, y) in ys.iter_mut().enumerate().take(n_acts) {
+                *y = as_blocks::<A>(&acts[j.saturating_mul(stride)..], nb);
+            }
+            // SAFETY: reachable only through the AVX-512 table, which `kernels` returns after
+            // detecting the features `avx512` is compiled for.
+            unsafe { avx512::multi_rows::<$k>(nb, w, rb, rows, &ys[..n_acts], out) }
+        }
+        Some(multi_rows as MultiRowsFn)
+    }};
+}
+
 /// A [`GemmFn`] for the packed-tile kernel of module `$m` over the format `$k`.
 macro_rules! gemm_fn {
     ($m:ident, $k:ident) => {{
@@ -322,6 +353,7 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi,
         rows,
+        multi_rows: [None; TYPE_COUNT],
         // A GEMM here needs the tiles' canonical f32 order (see `avx512::canon`) first.
         gemm: [None; TYPE_COUNT],
         quantize: [None; TYPE_COUNT],
@@ -346,6 +378,13 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
     }
     dot[F16 as usize] = simd_flat_dot!(avx512::dot_f16);
+    let mut multi_rows: [Option<MultiRowsFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    multi_rows[Q4_0 as usize] = multi_rows_fn!(avx512::Q4_0T, 32);
+    multi_rows[Q5_0 as usize] = multi_rows_fn!(avx512::Q5_0T, 32);
+    multi_rows[Q8_0 as usize] = multi_rows_fn!(avx512::Q8_0T, 32);
+    multi_rows[Q4_K as usize] = multi_rows_fn!(avx512::Q4KT, 256);
+    multi_rows[Q5_K as usize] = multi_rows_fn!(avx512::Q5KT, 256);
+    multi_rows[Q6_K as usize] = multi_rows_fn!(avx512::Q6KT, 256);
     let mut gemm: [Option<GemmFn>; TYPE_COUNT] = [None; TYPE_COUNT];
     gemm[Q4_K as usize] = gemm_fn!(gemm512, Q4KPack);
     gemm[Q5_K as usize] = gemm_fn!(gemm512, Q5KPack);
@@ -411,6 +450,7 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         dot,
         multi,
         rows,
+        multi_rows,
         gemm,
         quantize,
         dot_f32,
