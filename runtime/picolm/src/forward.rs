@@ -165,7 +165,7 @@ pub struct Scratch {
     /// Activations quantized for one `vec_dot_type`, and a second for mixed-type projections.
     xq: QuantBuf,
     xq2: QuantBuf,
-    mm: Vec<f32>,
+    mm: MatmulScratch,
     rope: RopeTable,
     row_cache: Vec<u32>,
     row_pos: Vec<u32>,
@@ -192,7 +192,16 @@ impl Drop for Scratch {
         }
         self.xq.data.zeroize();
         self.xq2.data.zeroize();
+        self.mm.tmp.zeroize();
     }
+}
+
+/// What [`matmul`] reuses between calls: results before their transposition, and the
+/// activation rows prepared for the decode kernels.
+#[derive(Debug, Default)]
+struct MatmulScratch {
+    tmp: Vec<f32>,
+    acts: quant::PreparedActs,
 }
 
 #[derive(Debug, Default)]
@@ -255,45 +264,45 @@ fn row_chunk(rows: usize) -> usize {
 }
 
 /// `out[b * w.rows + r] = w.row(r) · x[b]` for `n` activation rows quantized in `xq`.
-fn matmul(file: &[u8], w: &Weight, xq: &QuantBuf, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+fn matmul(
+    file: &[u8],
+    w: &Weight,
+    xq: &QuantBuf,
+    n: usize,
+    out: &mut [f32],
+    mm: &mut MatmulScratch,
+) {
     debug_assert!(xq.matches(w.ty));
     let wb = w.bytes(file);
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
     let xrb = xq.row_bytes;
-    if n == 1 {
-        // Decode: memory-bound; a few weight rows per kernel call share the activation loads.
-        let chunk = row_chunk(rows).next_multiple_of(quant::ROWS_MAX);
-        let x = &xq.data[..xrb];
-        out[..rows]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(ci, o)| {
-                let r0 = ci * chunk;
-                for (k, ys) in o.chunks_mut(quant::ROWS_MAX).enumerate() {
-                    let r = r0 + k * quant::ROWS_MAX;
-                    quant::vec_dot_rows(w.ty, cols, &wb[r * rb..(r + ys.len()) * rb], rb, x, ys);
-                }
-            });
-        return;
-    }
+    let MatmulScratch { tmp, acts } = mm;
     if n < GEMM_MIN_ACTS {
-        // A few sequences decoding together: each weight row is read once for all of them,
-        // the activations prepared once per chunk of rows; results come out row-major per
-        // weight row and are transposed.
+        // Decode of one or a few sequences: the activation rows are prepared once, then each
+        // chunk of weight rows streams once against all of them. Results come out row-major
+        // per weight row (transposed below for several sequences).
+        quant::prepare_acts(w.ty, cols, &xq.data, xrb, n, acts);
+        let acts = &*acts;
         let chunk = row_chunk(rows);
-        grow(tmp, rows * n);
-        tmp[..rows * n]
-            .par_chunks_mut(chunk * n)
+        let dst = if n == 1 {
+            &mut out[..rows]
+        } else {
+            grow(tmp, rows * n);
+            &mut tmp[..rows * n]
+        };
+        dst.par_chunks_mut(chunk * n)
             .enumerate()
             .for_each(|(ci, o)| {
                 let r0 = ci * chunk;
                 let nr = o.len() / n;
                 let ws = &wb[r0 * rb..(r0 + nr) * rb];
-                quant::vec_dot_multi_rows(w.ty, cols, ws, rb, nr, &xq.data, xrb, n, o);
+                quant::vec_dot_multi_rows(w.ty, cols, ws, rb, nr, &xq.data, xrb, n, acts, o);
             });
-        for b in 0..n {
-            for r in 0..rows {
-                out[b * rows + r] = tmp[r * n + b];
+        if n > 1 {
+            for b in 0..n {
+                for r in 0..rows {
+                    out[b * rows + r] = tmp[r * n + b];
+                }
             }
         }
         return;
@@ -742,7 +751,7 @@ impl Model {
         n_out: usize,
         out: &mut [f32],
         head: &mut Vec<f32>,
-        mm: &mut Vec<f32>,
+        mm: &mut MatmulScratch,
         stage: &mut Staging,
     ) -> Result<()> {
         let w = &self.output;

@@ -16,10 +16,10 @@
 
 use half::f16;
 use picolm::quant::{
-    self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, QuantError, ROWS_MAX, available_isas, dequantize,
-    gemm, gemm_isa, quantize_activation, quantize_activation_isa, try_vec_dot, vec_dot,
-    vec_dot_isa, vec_dot_multi, vec_dot_multi_isa, vec_dot_multi_rows, vec_dot_multi_rows_isa,
-    vec_dot_rows, vec_dot_rows_isa,
+    self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, PreparedActs, QuantError, ROWS_MAX, available_isas,
+    dequantize, gemm, gemm_isa, prepare_acts, prepare_acts_isa, quantize_activation,
+    quantize_activation_isa, try_vec_dot, vec_dot, vec_dot_isa, vec_dot_multi, vec_dot_multi_isa,
+    vec_dot_multi_rows, vec_dot_multi_rows_isa, vec_dot_rows, vec_dot_rows_isa,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -401,7 +401,14 @@ fn multi_rows_is_bit_identical_to_per_row_dots() {
     let mut checked = 0;
     for ty in FORMATS {
         let vdt = ty.vec_dot_type();
-        for (k, &nb) in block_counts(ty).iter().enumerate() {
+        // Legacy formats: around the sixteen-block groups of the one-row kernel, with every
+        // tail (whole four-block steps, then single blocks).
+        let counts: &[usize] = if ty.block_len() == 32 {
+            &[1, 3, 7, 8, 16, 21, 33, 70]
+        } else {
+            block_counts(ty)
+        };
+        for (k, &nb) in counts.iter().enumerate() {
             let n = nb * ty.block_len();
             let (wb, ab) = (ty.row_bytes(n).unwrap(), vdt.row_bytes(n).unwrap());
             let (wstride, astride) = (wb + 5, ab + 7);
@@ -428,8 +435,10 @@ fn multi_rows_is_bit_identical_to_per_row_dots() {
                 for m in 1..=MULTI_MAX {
                     // One float more than needed: the kernel must not write it.
                     let mut out = vec![f32::NAN; rows * m + 1];
+                    let mut prepared = PreparedActs::default();
+                    prepare_acts_isa(isa, ty, n, &acts, astride, m, &mut prepared).unwrap();
                     vec_dot_multi_rows_isa(
-                        isa, ty, n, &ws, wstride, rows, &acts, astride, m, &mut out,
+                        isa, ty, n, &ws, wstride, rows, &acts, astride, m, &prepared, &mut out,
                     )
                     .unwrap();
                     assert!(
@@ -463,6 +472,7 @@ fn multi_rows_is_bit_identical_to_per_row_dots() {
                     }
                     if isa == quant::isa() {
                         let mut active = vec![f32::NAN; rows * m];
+                        prepare_acts(ty, n, &acts, astride, m, &mut prepared);
                         vec_dot_multi_rows(
                             ty,
                             n,
@@ -472,6 +482,7 @@ fn multi_rows_is_bit_identical_to_per_row_dots() {
                             &acts,
                             astride,
                             m,
+                            &prepared,
                             &mut active,
                         );
                         assert_eq!(

@@ -199,9 +199,45 @@ impl Isa {
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 /// `fn(n, weight row, activations, activation stride, out)`: [`vec_dot_multi`]'s contract.
 pub(crate) type MultiFn = fn(usize, &[u8], &[u8], usize, &mut [f32]);
+/// `fn(n, activations, activation stride, activation rows, prepared)`: [`prepare_acts`]'s
+/// contract.
+pub(crate) type PrepareFn = fn(usize, &[u8], usize, usize, &mut Vec<Line>);
 /// `fn(n, weight rows, weight row stride, rows, activations, activation stride, activation
-/// rows, out)`: [`vec_dot_multi_rows`]'s contract.
-pub(crate) type MultiRowsFn = fn(usize, &[u8], usize, usize, &[u8], usize, usize, &mut [f32]);
+/// rows, prepared, out)`: [`vec_dot_multi_rows`]'s contract.
+pub(crate) type MultiRowsFn =
+    fn(usize, &[u8], usize, usize, &[u8], usize, usize, &[Line], &mut [f32]);
+
+/// A 64-byte, 64-aligned unit of [`PreparedActs`] storage: the kernels view runs of lines as
+/// their own prepared-step types.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub(crate) [u8; 64]);
+
+/// Activation rows prepared once per matrix product for [`vec_dot_multi_rows`] (split into
+/// steps, per-block sums and scales laid out for the kernels), so that every run of weight
+/// rows, on any thread, reads them without preparing them again. The buffer only grows, so a
+/// steady decode allocates nothing; it is derived from activations, so it is zeroed on drop.
+#[derive(Debug, Default)]
+pub struct PreparedActs {
+    lines: Vec<Line>,
+    /// What `lines` hold: (weight type, elements, activation rows, ISA).
+    key: Option<(GgmlType, usize, usize, Isa)>,
+}
+
+impl PreparedActs {
+    /// Overwrites the prepared data with zeros.
+    pub fn wipe(&mut self) {
+        for l in &mut self.lines {
+            zeroize::Zeroize::zeroize(&mut l.0);
+        }
+    }
+}
+
+impl Drop for PreparedActs {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
 /// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
 pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
 /// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
@@ -224,6 +260,8 @@ pub(crate) struct Kernels {
     /// Few-sequence decode over a run of weight rows, activations prepared once for the run;
     /// `None` where [`vec_dot_multi_rows`] calls `multi` (or `dot`) row by row.
     pub(crate) multi_rows: [Option<MultiRowsFn>; TYPE_COUNT],
+    /// The activation preparation of each `multi_rows` kernel.
+    pub(crate) prepare: [Option<PrepareFn>; TYPE_COUNT],
     /// Register-blocked GEMM over [`GEMM_ROWS`]-row tiles; `None` where [`gemm`] loops over
     /// `multi`.
     pub(crate) gemm: [Option<GemmFn>; TYPE_COUNT],
@@ -276,6 +314,7 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
         multi: [None; TYPE_COUNT],
         rows: [None; TYPE_COUNT],
         multi_rows: [None; TYPE_COUNT],
+        prepare: [None; TYPE_COUNT],
         gemm: [None; TYPE_COUNT],
         quantize: [None; TYPE_COUNT],
         dot_f32: scalar::dot_f32,
@@ -443,19 +482,74 @@ pub fn vec_dot_rows_isa(
     Some(())
 }
 
+/// Prepares `n_acts` activation rows (1..=[`MULTI_MAX`], `act_j = acts[j * stride..]`, each
+/// `ty.vec_dot_type().row_bytes(n)` long) into `prepared` for [`vec_dot_multi_rows`] over
+/// weights of type `ty`: once per matrix product, then shared by every run of its rows.
+///
+/// # Panics
+/// As [`vec_dot_multi_rows`].
+pub fn prepare_acts(
+    ty: GgmlType,
+    n: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    prepared: &mut PreparedActs,
+) {
+    prepare_on(&ACTIVE, ty, n, acts, stride, n_acts, prepared)
+}
+
+/// [`prepare_acts`] for a given ISA's kernels; `None` if this CPU cannot run `isa`.
+pub fn prepare_acts_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    prepared: &mut PreparedActs,
+) -> Option<()> {
+    prepare_on(kernels(isa)?, ty, n, acts, stride, n_acts, prepared);
+    Some(())
+}
+
+fn prepare_on(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    acts: &[u8],
+    stride: usize,
+    n_acts: usize,
+    prepared: &mut PreparedActs,
+) {
+    dot_fn(k, ty);
+    assert!(
+        (1..=MULTI_MAX).contains(&n_acts),
+        "prepare_acts: {n_acts} activation rows (1..={MULTI_MAX} allowed)"
+    );
+    prepared.key = None;
+    if let Some(f) = k.prepare[ty as usize] {
+        f(n, acts, stride, n_acts, &mut prepared.lines);
+    }
+    prepared.key = Some((ty, n, n_acts, k.isa));
+}
+
 /// `out[i * n_acts + j] = vec_dot(ty, n, w_i, act_j)` for `i in 0..rows`, `j in 0..n_acts`
 /// (1..=[`MULTI_MAX`] activation rows), with `w_i = w[i * row_bytes..]` and
-/// `act_j = acts[j * stride..]`: a few sequences decoding together over a run of weight rows.
-/// Each weight row is read once for all the activation rows (as in [`vec_dot_multi`]), and
-/// where the ISA has a kernel for it the activations are prepared once for the whole run, in
-/// groups of four whose per-block sums are reduced and scaled together.
+/// `act_j = acts[j * stride..]`: decode of one or a few sequences over a run of weight rows.
+/// `prepared` must hold these activation rows as [`prepare_acts`] made them (checked for
+/// type, length and row count; the contents are the caller's promise). Each weight row is
+/// read once for all the activation rows; where the ISA has a kernel, the prepared groups of
+/// four activation rows have their per-block sums reduced and scaled together, and a single
+/// activation row is taken sixteen blocks at a time.
 ///
 /// Every result is bit-identical to [`vec_dot`]'s on the same ISA (the kernels keep the
 /// canonical f32 order), so a sequence's tokens do not depend on its batch neighbours.
 ///
 /// # Panics
-/// As [`vec_dot`], and if `n_acts` is 0 or more than [`MULTI_MAX`], `out` is shorter than
-/// `rows * n_acts`, or a row lies past the end of `w` or `acts`.
+/// As [`vec_dot`], and if `n_acts` is 0 or more than [`MULTI_MAX`], `prepared` was made for
+/// other activations, `out` is shorter than `rows * n_acts`, or a row lies past the end of
+/// `w` or `acts`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn vec_dot_multi_rows(
@@ -467,15 +561,16 @@ pub fn vec_dot_multi_rows(
     acts: &[u8],
     stride: usize,
     n_acts: usize,
+    prepared: &PreparedActs,
     out: &mut [f32],
 ) {
     multi_rows_on(
-        &ACTIVE, ty, n, w, row_bytes, rows, acts, stride, n_acts, out,
+        &ACTIVE, ty, n, w, row_bytes, rows, acts, stride, n_acts, prepared, out,
     )
 }
 
 /// [`vec_dot_multi_rows`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU
-/// cannot run `isa`. Same contract.
+/// cannot run `isa`. Same contract (`prepared` from [`prepare_acts_isa`] on the same ISA).
 #[allow(clippy::too_many_arguments)]
 pub fn vec_dot_multi_rows_isa(
     isa: Isa,
@@ -487,19 +582,12 @@ pub fn vec_dot_multi_rows_isa(
     acts: &[u8],
     stride: usize,
     n_acts: usize,
+    prepared: &PreparedActs,
     out: &mut [f32],
 ) -> Option<()> {
+    let k = kernels(isa)?;
     multi_rows_on(
-        kernels(isa)?,
-        ty,
-        n,
-        w,
-        row_bytes,
-        rows,
-        acts,
-        stride,
-        n_acts,
-        out,
+        k, ty, n, w, row_bytes, rows, acts, stride, n_acts, prepared, out,
     );
     Some(())
 }
@@ -515,6 +603,7 @@ fn multi_rows_on(
     acts: &[u8],
     stride: usize,
     n_acts: usize,
+    prepared: &PreparedActs,
     out: &mut [f32],
 ) {
     dot_fn(k, ty);
@@ -522,9 +611,25 @@ fn multi_rows_on(
         (1..=MULTI_MAX).contains(&n_acts),
         "vec_dot_multi_rows: {n_acts} activation rows (1..={MULTI_MAX} allowed)"
     );
+    assert!(
+        prepared.key == Some((ty, n, n_acts, k.isa)),
+        "vec_dot_multi_rows: activations prepared for {:?}, not ({ty}, {n}, {n_acts}, {:?})",
+        prepared.key,
+        k.isa
+    );
     let out = &mut out[..rows.saturating_mul(n_acts)];
     match k.multi_rows[ty as usize] {
-        Some(f) => f(n, w, row_bytes, rows, acts, stride, n_acts, out),
+        Some(f) => f(
+            n,
+            w,
+            row_bytes,
+            rows,
+            acts,
+            stride,
+            n_acts,
+            &prepared.lines,
+            out,
+        ),
         None => {
             for (i, o) in out.chunks_exact_mut(n_acts).enumerate() {
                 multi_on(k, ty, n, &w[i * row_bytes..], acts, stride, o);

@@ -18,6 +18,7 @@
 //! AVX2 set and must only be called once those features have been detected.
 #![allow(unsafe_code)]
 
+use super::super::Line;
 use super::super::blocks::{
     BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, as_blocks,
     k4_scales_mins,
@@ -599,27 +600,29 @@ kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);
 // the per-row kernels, so every result is bit-identical to `multi::<K, 1>`'s.
 // ---------------------------------------------------------------------------------------------
 
-/// A [`Tile4`]'s prepared activation step, kept in a per-thread scratch buffer.
-pub(crate) trait Prep: Copy + 'static {
-    /// All bits zero (a valid value: every field is a SIMD vector).
-    const ZERO: Self;
-    /// This thread's scratch buffer (taken for a run and put back: no borrow is held).
-    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>>;
+/// A [`Tile4`]'s prepared activation step, stored in the [`Line`]s of a `PreparedActs`.
+///
+/// # Safety
+/// Implementors hold only SIMD vectors (every bit pattern is a valid value, all zeros
+/// included), with alignment at most 64 and a size that is a multiple of 64.
+pub(crate) unsafe trait Prep: Copy {}
+
+/// `len` zeroed preps over `buf` (resized to hold exactly them).
+fn preps_mut<P: Prep>(buf: &mut Vec<Line>, len: usize) -> &mut [P] {
+    const { assert!(align_of::<P>() <= 64 && size_of::<P>().is_multiple_of(64)) };
+    buf.clear();
+    buf.resize(len * (size_of::<P>() / 64), Line([0; 64]));
+    // SAFETY: `buf` holds `len · size_of::<P>()` bytes at 64-byte alignment (≥ P's), every bit
+    // pattern is a valid `P` (`Prep`'s contract), and the result borrows `buf` mutably.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<P>(), len) }
 }
 
-macro_rules! prep_scratch {
-    ($t:ty) => {
-        impl Prep for $t {
-            // SAFETY: the fields are SIMD vectors, for which all-zero bits are a valid value.
-            const ZERO: Self = unsafe { std::mem::zeroed() };
-            fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
-                thread_local! {
-                    static SCRATCH: std::cell::Cell<Vec<$t>> = const { std::cell::Cell::new(Vec::new()) };
-                }
-                &SCRATCH
-            }
-        }
-    };
+/// The preps stored in `buf` by [`preps_mut`].
+fn preps<P: Prep>(buf: &[Line]) -> &[P] {
+    const { assert!(align_of::<P>() <= 64 && size_of::<P>().is_multiple_of(64)) };
+    let len = buf.len() / (size_of::<P>() / 64);
+    // SAFETY: as in `preps_mut`, for `len` whole preps within `buf`, borrowed shared.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<P>(), len) }
 }
 
 /// A block format whose activation steps can be prepared four rows at a time.
@@ -642,6 +645,42 @@ pub(crate) trait Tile4: Tile<Acc = f32> {
         s: usize,
         acc: __m128,
     ) -> __m128;
+    /// Prepares the one activation row of single-sequence decode (`nb` blocks) into `buf`.
+    ///
+    /// # Safety
+    /// As [`Tile4::prep`].
+    unsafe fn prepare1(nb: usize, y: &[Self::A], buf: &mut Vec<Line>);
+    /// `out[i]` = row i of `w` (rows `rb` bytes apart, `nb` blocks each) · `y`, with `y`
+    /// prepared into `prepared` by [`Tile4::prepare1`].
+    ///
+    /// # Safety
+    /// As [`Tile4::prep`].
+    unsafe fn rows1(
+        nb: usize,
+        w: &[u8],
+        rb: usize,
+        rows: usize,
+        y: &[Self::A],
+        prepared: &[Line],
+        out: &mut [f32],
+    );
+}
+
+/// [`Tile4::rows1`] one row at a time through the per-row dot.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows1_per_row<K: Tile>(
+    nb: usize,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    y: &[K::A],
+    out: &mut [f32],
+) {
+    for (i, o) in out[..rows].iter_mut().enumerate() {
+        let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
+        *o = multi::<K, 1>(wr, [y])[0];
+    }
 }
 
 /// Exact per-block sums of eight vectors, transposed: `v[2j + h]` holds activation j's
@@ -725,7 +764,8 @@ pub(crate) struct LegacyPrep {
     /// d of block b of activation j in lane 4b + j.
     d: __m512,
 }
-prep_scratch!(LegacyPrep);
+// SAFETY: SIMD vectors only; `#[repr(C)]` with 64-byte-aligned members.
+unsafe impl Prep for LegacyPrep {}
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -793,8 +833,163 @@ macro_rules! legacy_tile4 {
             ) -> __m128 {
                 legacy_dot4(w, p, acc)
             }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn prepare1(nb: usize, y: &[BlockQ8_0], buf: &mut Vec<Line>) {
+                legacy_prepare1::<{ $o }>(nb, y, buf)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn rows1(
+                nb: usize,
+                w: &[u8],
+                rb: usize,
+                rows: usize,
+                y: &[BlockQ8_0],
+                prepared: &[Line],
+                out: &mut [f32],
+            ) {
+                legacy_rows1::<$name>(nb, w, rb, rows, y, prepared, out)
+            }
         }
     };
+}
+
+/// Sixteen blocks (four steps) of one row against the same blocks of one prepared
+/// activation row (a [`LegacyPrep`] whose "rows" are the four steps): the block sums of the
+/// four steps reduced in one transposed tree, the pair products on all lanes at once, and
+/// then the eight additions of `legacy_pair` in block order, so the result is bit-identical
+/// to four `legacy_dot` steps.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_dot16(w: &[LegacyDec; 4], p: &LegacyPrep, acc: f32, steps: usize) -> f32 {
+    let zero = _mm512_setzero_si512();
+    let d = |k: usize| _mm512_dpbusd_epi32(zero, w[k / 2].u[k % 2], p.y[k]);
+    let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
+    // Block 4j + b (step j) in lane 4b + j.
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_blocks4(v), p.corr));
+    // The weight scales, lane 4j + b, moved to lane 4b + j.
+    let dw = _mm512_insertf32x4::<3>(
+        _mm512_insertf32x4::<2>(
+            _mm512_insertf32x4::<1>(_mm512_castps128_ps512(w[0].d), w[1].d),
+            w[2].d,
+        ),
+        w[3].d,
+    );
+    let tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    let s = _mm512_mul_ps(_mm512_permutexvar_ps(tr, dw), p.d);
+    // Quarter 0, lane j: i₁·s₁ + i₀·s₀ of blocks 4j, 4j + 1; quarter 2: blocks 4j + 2, 4j + 3.
+    let t = _mm512_fmadd_ps(
+        _mm512_shuffle_f32x4::<0b11_11_01_01>(i, i),
+        _mm512_shuffle_f32x4::<0b11_11_01_01>(s, s),
+        _mm512_mul_ps(i, s),
+    );
+    // The eight pair sums in block order.
+    let order = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 11, 3, 10, 2, 9, 1, 8, 0);
+    let mut u = [0f32; 16];
+    // SAFETY: `u` holds 16 f32; `storeu` has no alignment requirement.
+    unsafe { _mm512_storeu_ps(u.as_mut_ptr(), _mm512_permutexvar_ps(order, t)) };
+    u[..2 * steps].iter().fold(acc, |acc, &t| acc + t)
+}
+
+/// Four zero blocks: the activation steps past a row's end in its last, partial group of
+/// [`legacy_rows1`] (their lanes are computed and never added).
+static ZERO_Q8_0: [BlockQ8_0; 4] = [BlockQ8_0 {
+    d: [0; 2],
+    qs: [0; 32],
+}; 4];
+
+/// [`Tile4::prepare1`] for the legacy formats: the activation row sixteen blocks at a time,
+/// as the four rows of a [`LegacyPrep`]; the last group may hold fewer whole steps (the rest
+/// zero blocks), the blocks after the last whole step are left to `finish`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_prepare1<const O: u8>(nb: usize, y: &[BlockQ8_0], buf: &mut Vec<Line>) {
+    let y = &y[..nb];
+    let steps = nb / 4;
+    let step_y = |s: usize| {
+        if s < steps {
+            &y[4 * s..]
+        } else {
+            &ZERO_Q8_0[..]
+        }
+    };
+    for (g, p) in preps_mut::<LegacyPrep>(buf, steps.div_ceil(4))
+        .iter_mut()
+        .enumerate()
+    {
+        let s = 4 * g;
+        *p = legacy_prep::<O>([step_y(s), step_y(s + 1), step_y(s + 2), step_y(s + 3)], 0);
+    }
+}
+
+/// [`Tile4::rows1`] for the legacy formats: each row streamed through [`legacy_dot16`]
+/// against the groups [`legacy_prepare1`] made.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn legacy_rows1<K>(
+    nb: usize,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    y: &[BlockQ8_0],
+    prepared: &[Line],
+    out: &mut [f32],
+) where
+    K: Tile<A = BlockQ8_0, Dec = LegacyDec, Acc = f32>,
+{
+    let y = &y[..nb];
+    let steps = nb / 4;
+    // Whole groups of four steps, then at most one partial group.
+    let (full, groups) = (steps / 4, steps.div_ceil(4));
+    let prep = preps::<LegacyPrep>(prepared);
+    assert_eq!(
+        prep.len(),
+        groups,
+        "vec_dot_multi_rows: activations prepared for another row"
+    );
+    let step_bytes = 4 * std::mem::size_of::<K::W>();
+    let zero = LegacyDec {
+        u: [_mm512_setzero_si512(); 2],
+        d: _mm_setzero_ps(),
+    };
+    // SAFETY: `K` is a tile of this module, whose methods need a subset of the features this
+    // function is compiled for.
+    unsafe {
+        for (i, o) in out[..rows].iter_mut().enumerate() {
+            let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
+            let mut acc = 0f32;
+            for (g, p) in prep[..full].iter().enumerate() {
+                let b = 16 * g;
+                // As in `multi`: the weight rows stream once from DRAM.
+                let pw = wr[b..].as_ptr().cast::<i8>();
+                for k in (0..4 * step_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T1>(pw.wrapping_add(super::PREFETCH_AHEAD + k));
+                }
+                let dec = [
+                    K::decode(&wr[b..b + 4]),
+                    K::decode(&wr[b + 4..b + 8]),
+                    K::decode(&wr[b + 8..b + 12]),
+                    K::decode(&wr[b + 12..b + 16]),
+                ];
+                acc = legacy_dot16(&dec, p, acc, 4);
+            }
+            if let Some(p) = prep.get(full) {
+                let n = steps - 4 * full;
+                let mut dec = [zero; 4];
+                for (j, d) in dec.iter_mut().enumerate().take(n) {
+                    let b = 16 * full + 4 * j;
+                    let pw = wr[b..].as_ptr().cast::<i8>();
+                    for k in (0..step_bytes).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T1>(pw.wrapping_add(super::PREFETCH_AHEAD + k));
+                    }
+                    *d = K::decode(&wr[b..b + 4]);
+                }
+                acc = legacy_dot16(&dec, p, acc, n);
+            }
+            *o = K::finish(acc, &wr[4 * steps..], &y[4 * steps..]);
+        }
+    }
 }
 
 legacy_tile4!(Q4_0T, 8);
@@ -810,7 +1005,8 @@ pub(crate) struct K4Prep {
     bsum32: __m512i,
     d: __m128,
 }
-prep_scratch!(K4Prep);
+// SAFETY: SIMD vectors only; `#[repr(C)]` with 64-byte-aligned members.
+unsafe impl Prep for K4Prep {}
 
 /// Four activation rows' Q8_K block, for Q6_K: the sixteen bsums of rows 0|1 and 2|3, and the
 /// scales.
@@ -820,7 +1016,8 @@ pub(crate) struct Q6Prep {
     bsums: [__m512i; 2],
     d: __m128,
 }
-prep_scratch!(Q6Prep);
+// SAFETY: SIMD vectors only; `#[repr(C)]` with 64-byte-aligned members.
+unsafe impl Prep for Q6Prep {}
 
 fn q8k_scales4(a: [&BlockQ8K; 4]) -> __m128 {
     let d = a.map(BlockQ8K::d);
@@ -904,6 +1101,24 @@ impl Tile4 for Q4KT {
     unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
         k4_dot4(w, p, ys.map(|y| &y[s]), acc)
     }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
+        buf.clear();
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn rows1(
+        nb: usize,
+        w: &[u8],
+        rb: usize,
+        rows: usize,
+        y: &[BlockQ8K],
+        _: &[Line],
+        out: &mut [f32],
+    ) {
+        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
+    }
 }
 
 impl Tile4 for Q5KT {
@@ -917,6 +1132,24 @@ impl Tile4 for Q5KT {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
         k4_dot4(w, p, ys.map(|y| &y[s]), acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
+        buf.clear();
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn rows1(
+        nb: usize,
+        w: &[u8],
+        rb: usize,
+        rows: usize,
+        y: &[BlockQ8K],
+        _: &[Line],
+        out: &mut [f32],
+    ) {
+        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
     }
 }
 
@@ -939,6 +1172,24 @@ impl Tile4 for Q6KT {
     unsafe fn dot4(w: &Q6Dec, p: &Q6Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
         q6k_dot4(w, p, ys.map(|y| &y[s]), acc)
     }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
+        buf.clear();
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn rows1(
+        nb: usize,
+        w: &[u8],
+        rb: usize,
+        rows: usize,
+        y: &[BlockQ8K],
+        _: &[Line],
+        out: &mut [f32],
+    ) {
+        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
+    }
 }
 
 #[inline]
@@ -957,8 +1208,40 @@ fn k4_prep(a: [&BlockQ8K; 4]) -> K4Prep {
     }
 }
 
+/// Groups of four activation rows for `n` rows (1..=8): a group of two or three is padded
+/// with its last row (the lanes are computed and dropped), a fifth row goes through the
+/// per-activation `dot`. (groups, single rows)
+fn act_groups(n: usize) -> (usize, usize) {
+    match n {
+        5 => (1, 1),
+        n => (n.div_ceil(4), 0),
+    }
+}
+
+/// The activation rows `ys` (1..=8, at least `nb` blocks each) prepared into `buf` for
+/// [`multi_rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn prepare<K: Tile4>(nb: usize, ys: &[&[K::A]], buf: &mut Vec<Line>) {
+    if let [y] = ys {
+        // SAFETY: `K: Tile4` of this module, compiled for a subset of this function's features.
+        return unsafe { K::prepare1(nb, y, buf) };
+    }
+    let (groups, singles) = act_groups(ys.len());
+    let grouped = ys.len() - singles;
+    let steps = nb / K::STEP;
+    let prep = preps_mut::<K::Prep>(buf, groups * steps);
+    for (g, prep) in prep.chunks_exact_mut(steps.max(1)).enumerate() {
+        let grp: [&[K::A]; 4] = std::array::from_fn(|j| &ys[(4 * g + j).min(grouped - 1)][..nb]);
+        for (s, p) in prep.iter_mut().enumerate() {
+            // SAFETY: as above.
+            *p = unsafe { K::prep(grp, s) };
+        }
+    }
+}
+
 /// `out[i · n + j]` = row i of `w` (rows `rb` bytes apart, `nb` blocks each) · `ys[j]`, for
-/// `n = ys.len()` in 1..=8 activation rows of at least `nb` blocks.
+/// `n = ys.len()` in 1..=8 activation rows of at least `nb` blocks, prepared into `prepared`
+/// by [`prepare`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) fn multi_rows<K: Tile4>(
     nb: usize,
@@ -966,21 +1249,19 @@ pub(crate) fn multi_rows<K: Tile4>(
     rb: usize,
     rows: usize,
     ys: &[&[K::A]],
+    prepared: &[Line],
     out: &mut [f32],
 ) {
-    // Groups of four; a group of two or three is padded with its last row (the lanes are
-    // computed and dropped), a fifth row goes through the per-activation `dot`.
-    match ys.len() {
-        1 => {
-            for (i, o) in out[..rows].iter_mut().enumerate() {
-                let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
-                *o = multi::<K, 1>(wr, [ys[0]])[0];
-            }
-        }
-        2..=4 => multi_rows_g::<K, 1, 0>(nb, w, rb, rows, ys, out),
-        5 => multi_rows_g::<K, 1, 1>(nb, w, rb, rows, ys, out),
-        6..=8 => multi_rows_g::<K, 2, 0>(nb, w, rb, rows, ys, out),
-        m => panic!("vec_dot_multi_rows: {m} activation rows (1..=8 allowed)"),
+    match act_groups(ys.len()) {
+        // SAFETY: `K: Tile4` of this module, compiled for a subset of this function's features.
+        _ if ys.len() == 1 => unsafe { K::rows1(nb, w, rb, rows, ys[0], prepared, out) },
+        (1, 0) => multi_rows_g::<K, 1, 0>(nb, w, rb, rows, ys, prepared, out),
+        (1, 1) => multi_rows_g::<K, 1, 1>(nb, w, rb, rows, ys, prepared, out),
+        (2, 0) => multi_rows_g::<K, 2, 0>(nb, w, rb, rows, ys, prepared, out),
+        _ => panic!(
+            "vec_dot_multi_rows: {} activation rows (1..=8 allowed)",
+            ys.len()
+        ),
     }
 }
 
@@ -992,6 +1273,7 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
     rb: usize,
     rows: usize,
     ys: &[&[K::A]],
+    prepared: &[Line],
     out: &mut [f32],
 ) {
     let n = ys.len();
@@ -1000,18 +1282,16 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
     let body = steps * K::STEP;
     let grp: [[&[K::A]; 4]; G] =
         std::array::from_fn(|g| std::array::from_fn(|j| &ys[(4 * g + j).min(grouped - 1)][..nb]));
-    let mut prep = K::Prep::scratch().take();
-    prep.clear();
-    prep.resize(G * steps, K::Prep::ZERO);
+    let prep = preps::<K::Prep>(prepared);
+    assert_eq!(
+        prep.len(),
+        G * steps,
+        "vec_dot_multi_rows: activations prepared for other rows"
+    );
+    let step_bytes = K::STEP * std::mem::size_of::<K::W>();
     // SAFETY: `K: Tile4` of this module, whose methods need a subset of the features this
     // function is compiled for (and its caller has detected).
     unsafe {
-        for (g, ys) in grp.iter().enumerate() {
-            for (s, p) in prep[g * steps..(g + 1) * steps].iter_mut().enumerate() {
-                *p = K::prep(*ys, s);
-            }
-        }
-        let step_bytes = K::STEP * std::mem::size_of::<K::W>();
         for (i, o) in out[..rows * n].chunks_exact_mut(n).enumerate() {
             let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
             let mut acc4 = [_mm_setzero_ps(); G];
@@ -1043,7 +1323,6 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
             }
         }
     }
-    K::Prep::scratch().set(prep);
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1094,7 +1373,7 @@ pub(crate) fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
         }
     }
     let acc = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    let sum = _mm512_reduce_add_ps(acc);
+    let sum = hsum_ps(acc);
     // Attention rows are usually whole multiples of 64 (head_dim): skip the call then.
     if done == n {
         sum
@@ -1145,19 +1424,124 @@ pub(crate) fn attn_scores(
         }
         return;
     }
-    for p in 0..n_pos {
-        let kr = &kb[p * stride..p * stride + 64];
-        let x: [__m512; 4] = std::array::from_fn(|c| _mm512_cvtph_ps(load256(&kr[16 * c..])));
+    // Sixteen key rows at a time: converted once for all heads, and each head's sixteen
+    // sums reduced together (`hsum16_ps`, the additions of `hsum_ps`).
+    let zero = _mm512_setzero_ps();
+    let mut kf = [[zero; 4]; 16];
+    let mut p0 = 0;
+    while p0 < n_pos {
+        let np = (n_pos - p0).min(16);
+        for (t, x) in kf.iter_mut().enumerate().take(np) {
+            let kr = &kb[(p0 + t) * stride..(p0 + t) * stride + 64];
+            prefetch_row(kr, 16 * stride);
+            *x = [
+                _mm512_cvtph_ps(load256(&kr[..16])),
+                _mm512_cvtph_ps(load256(&kr[16..32])),
+                _mm512_cvtph_ps(load256(&kr[32..48])),
+                _mm512_cvtph_ps(load256(&kr[48..])),
+            ];
+        }
         for j in 0..g {
             let qj = &q[j * 64..(j + 1) * 64];
-            // As `dot_f16_f32`: one fused multiply-add into each zeroed accumulator.
-            let zero = _mm512_setzero_ps();
-            let a: [__m512; 4] =
-                std::array::from_fn(|c| _mm512_fmadd_ps(x[c], load_ps512(&qj[16 * c..]), zero));
-            let acc = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-            out[j * n_pos + p] = _mm512_reduce_add_ps(acc);
+            let qv = [
+                load_ps512(&qj[..16]),
+                load_ps512(&qj[16..32]),
+                load_ps512(&qj[32..48]),
+                load_ps512(&qj[48..]),
+            ];
+            let mut acc = [zero; 16];
+            for (a, x) in acc.iter_mut().zip(&kf).take(np) {
+                // As `dot_f16_f32`: one fused multiply-add into each zeroed accumulator.
+                *a = _mm512_add_ps(
+                    _mm512_add_ps(
+                        _mm512_fmadd_ps(x[0], qv[0], zero),
+                        _mm512_fmadd_ps(x[1], qv[1], zero),
+                    ),
+                    _mm512_add_ps(
+                        _mm512_fmadd_ps(x[2], qv[2], zero),
+                        _mm512_fmadd_ps(x[3], qv[3], zero),
+                    ),
+                );
+            }
+            let o = &mut out[j * n_pos + p0..j * n_pos + p0 + np];
+            if np == 16 {
+                // SAFETY: `o` holds exactly 16 f32; `storeu` has no alignment requirement.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), hsum16_ps(&acc)) };
+            } else {
+                for (o, &a) in o.iter_mut().zip(&acc) {
+                    *o = hsum_ps(a);
+                }
+            }
         }
+        p0 += np;
     }
+}
+
+/// Asks for the 128 bytes of the cached row `ahead` elements past `row` (a row further on in
+/// the KV cache). Attention reads 128 bytes of every row of a layer's cache at a stride of
+/// all KV heads: a pattern the hardware prefetchers did not follow, which left the batched
+/// attention kernels waiting on DRAM. A prefetch never faults, so a pointer past the cache's
+/// end is fine.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prefetch_row(row: &[u16], ahead: usize) {
+    let p = row.as_ptr().wrapping_add(ahead).cast::<i8>();
+    _mm_prefetch::<_MM_HINT_T0>(p);
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+}
+
+/// Σ of the 16 lanes in a fixed order: lanes i and i + 8 first, then i and i + 4, i and
+/// i + 2, and the last two (the order [`hsum16_ps`] reproduces for sixteen vectors at once).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn hsum_ps(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let a = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+    let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)))
+}
+
+/// `[hsum_ps(v[p]) for p in 0..16]`, bit for bit (the same additions), in one transposed tree.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn hsum16_ps(v: &[__m512; 16]) -> __m512 {
+    // Lanes i and i + 8: [v_a: 8 lanes | v_b: 8 lanes].
+    let l1 = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    };
+    // Lanes i and i + 4: quarter k of l2(P, Q) from the k-th 8-lane half of P, Q.
+    let l2 = |p: __m512, q: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
+        )
+    };
+    // Lanes i and i + 2 inside each quarter: [r: 2 lanes, s: 2 lanes].
+    let l3 = |r: __m512, s: __m512| {
+        let (r, s) = (_mm512_castps_pd(r), _mm512_castps_pd(s));
+        _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(r, s)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(r, s)),
+        )
+    };
+    let s4 = [
+        l2(l1(v[0], v[1]), l1(v[2], v[3])),
+        l2(l1(v[4], v[5]), l1(v[6], v[7])),
+        l2(l1(v[8], v[9]), l1(v[10], v[11])),
+        l2(l1(v[12], v[13]), l1(v[14], v[15])),
+    ];
+    let (t, u) = (l3(s4[0], s4[1]), l3(s4[2], s4[3]));
+    // The last two lanes: quarter k = [v_k, v_4+k, v_8+k, v_12+k].
+    let r = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(t, u),
+        _mm512_shuffle_ps::<0b11_01_11_01>(t, u),
+    );
+    let idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    _mm512_permutexvar_ps(idx, r)
 }
 
 /// e^x for 16 lanes (Cephes `expf`: range reduction by ln 2 in two parts, a degree-5
@@ -1244,6 +1628,7 @@ pub(crate) fn attn_values(
     out: &mut [f32],
 ) {
     let vb = f16_bits(v);
+    let g = inv.len();
     for (j, &inv) in inv.iter().enumerate() {
         let pr = &mut probs[j * n_pos..(j + 1) * n_pos];
         // Round the probabilities to f16 and back, 16 at a time (round to nearest even, as
@@ -1261,48 +1646,110 @@ pub(crate) fn attn_values(
         for x in chunks.into_remainder() {
             *x = f16::from_f32(*x * inv).to_f32();
         }
-        let o = &mut out[j * hd..(j + 1) * hd];
-        if !hd.is_multiple_of(16) {
+    }
+    let probs = &probs[..g * n_pos];
+    if !hd.is_multiple_of(16) {
+        for (j, pr) in probs.chunks_exact(n_pos.max(1)).enumerate().take(g) {
+            let o = &mut out[j * hd..(j + 1) * hd];
             o.fill(0.0);
             for (p, &pr) in pr.iter().enumerate() {
                 axpy_f16(o, pr, &v[p * stride..p * stride + hd]);
             }
-            continue;
         }
-        // Up to four 16-lane columns at once: independent chains of fused multiply-adds
-        // (one column alone waits 4 cycles per position on its own accumulator).
-        let mut c0 = 0;
-        while c0 + 64 <= hd {
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-            );
-            for (p, &pr) in pr.iter().enumerate() {
-                let row = &vb[p * stride + c0..p * stride + c0 + 64];
-                let pv = _mm512_set1_ps(pr);
-                a0 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[..16])), a0);
-                a1 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[16..32])), a1);
-                a2 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[32..48])), a2);
-                a3 = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(&row[48..])), a3);
+        return;
+    }
+    // 64 columns of up to four heads at once: each value row is converted once for the
+    // heads, and the heads' sixteen accumulators are independent chains of fused
+    // multiply-adds (one column alone waits 4 cycles per position on its own accumulator).
+    let mut c0 = 0;
+    while c0 + 64 <= hd {
+        let mut j = 0;
+        while j < g {
+            let h = (g - j).min(4);
+            let a = ValueCols {
+                probs,
+                vb,
+                stride,
+                n_pos,
+                hd,
+                c0,
+                j,
+            };
+            match h {
+                4 => value_cols::<4>(a, out),
+                3 => value_cols::<3>(a, out),
+                2 => value_cols::<2>(a, out),
+                _ => value_cols::<1>(a, out),
             }
-            for (k, a) in [a0, a1, a2, a3].into_iter().enumerate() {
-                let dst = &mut o[c0 + 16 * k..c0 + 16 * (k + 1)];
-                // SAFETY: `dst` holds exactly 16 f32; `storeu` has no alignment requirement.
-                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), a) };
-            }
-            c0 += 64;
+            j += h;
         }
-        while c0 < hd {
+        c0 += 64;
+    }
+    while c0 < hd {
+        for j in 0..g {
+            let pr = &probs[j * n_pos..(j + 1) * n_pos];
             let mut a = _mm512_setzero_ps();
             for (p, &pr) in pr.iter().enumerate() {
                 let x = _mm512_cvtph_ps(load256(&vb[p * stride + c0..]));
                 a = _mm512_fmadd_ps(_mm512_set1_ps(pr), x, a);
             }
-            // SAFETY: `o[c0..c0 + 16]` is in bounds (hd is a multiple of 16).
-            unsafe { _mm512_storeu_ps(o[c0..c0 + 16].as_mut_ptr(), a) };
-            c0 += 16;
+            // SAFETY: `out[j * hd + c0..][..16]` is in bounds (hd is a multiple of 16).
+            unsafe { _mm512_storeu_ps(out[j * hd + c0..j * hd + c0 + 16].as_mut_ptr(), a) };
+        }
+        c0 += 16;
+    }
+}
+
+/// Where [`value_cols`] works: the rounded probabilities of every head, the value rows,
+/// the first column `c0` and the first head `j`.
+#[derive(Clone, Copy)]
+struct ValueCols<'a> {
+    probs: &'a [f32],
+    vb: &'a [u16],
+    stride: usize,
+    n_pos: usize,
+    hd: usize,
+    c0: usize,
+    j: usize,
+}
+
+/// Columns `c0..c0 + 64` of heads `j..j + H` of [`attn_values`], positions in order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn value_cols<const H: usize>(a: ValueCols<'_>, out: &mut [f32]) {
+    let ValueCols {
+        probs,
+        vb,
+        stride,
+        n_pos,
+        hd,
+        c0,
+        j,
+    } = a;
+    let pr: [&[f32]; H] = std::array::from_fn(|h| &probs[(j + h) * n_pos..(j + h + 1) * n_pos]);
+    let mut acc = [[_mm512_setzero_ps(); 4]; H];
+    for p in 0..n_pos {
+        let row = &vb[p * stride + c0..p * stride + c0 + 64];
+        prefetch_row(row, 16 * stride);
+        let x = [
+            _mm512_cvtph_ps(load256(&row[..16])),
+            _mm512_cvtph_ps(load256(&row[16..32])),
+            _mm512_cvtph_ps(load256(&row[32..48])),
+            _mm512_cvtph_ps(load256(&row[48..])),
+        ];
+        for (acc, pr) in acc.iter_mut().zip(&pr) {
+            let pv = _mm512_set1_ps(pr[p]);
+            for (a, &x) in acc.iter_mut().zip(&x) {
+                *a = _mm512_fmadd_ps(pv, x, *a);
+            }
+        }
+    }
+    for (h, acc) in acc.iter().enumerate() {
+        for (k, &a) in acc.iter().enumerate() {
+            let o0 = (j + h) * hd + c0 + 16 * k;
+            let dst = &mut out[o0..o0 + 16];
+            // SAFETY: `dst` holds exactly 16 f32; `storeu` has no alignment requirement.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), a) };
         }
     }
 }

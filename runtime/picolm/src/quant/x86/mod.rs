@@ -14,7 +14,8 @@ use super::blocks::{
 };
 use super::types::TYPE_COUNT;
 use super::{
-    DotFn, GemmFn, GgmlType, Isa, Kernels, MULTI_MAX, MultiFn, MultiRowsFn, QuantFn, RowsFn,
+    DotFn, GemmFn, GgmlType, Isa, Kernels, Line, MULTI_MAX, MultiFn, MultiRowsFn, PrepareFn,
+    QuantFn, RowsFn,
 };
 use std::sync::LazyLock;
 
@@ -238,10 +239,27 @@ macro_rules! tile_fns {
     }};
 }
 
-/// A [`MultiRowsFn`] for the AVX-512 `Tile4` kernel `$k` over `$len`-element blocks.
-macro_rules! multi_rows_fn {
+/// The [`PrepareFn`] and [`MultiRowsFn`] of the AVX-512 `Tile4` kernel `$k` over
+/// `$len`-element blocks.
+macro_rules! multi_rows_fns {
     ($k:ty, $len:expr) => {{
         type A = <$k as avx512::Tile>::A;
+        /// The first `n_acts` activation rows as blocks.
+        fn rows_of(nb: usize, acts: &[u8], stride: usize, n_acts: usize) -> [&[A]; MULTI_MAX] {
+            let mut ys: [&[A]; MULTI_MAX] = [&[]; MULTI_MAX];
+            for (j, y) in ys.iter_mut().enumerate().take(n_acts) {
+                *y = as_blocks::<A>(&acts[j.saturating_mul(stride)..], nb);
+            }
+            ys
+        }
+        fn prepare(n: usize, acts: &[u8], stride: usize, n_acts: usize, buf: &mut Vec<Line>) {
+            debug_assert!(n.is_multiple_of($len));
+            let nb = n / $len;
+            let ys = rows_of(nb, acts, stride, n_acts);
+            // SAFETY: reachable only through the AVX-512 table, which `kernels` returns after
+            // detecting the features `avx512` is compiled for.
+            unsafe { avx512::prepare::<$k>(nb, &ys[..n_acts], buf) }
+        }
         #[allow(clippy::too_many_arguments)]
         fn multi_rows(
             n: usize,
@@ -251,19 +269,16 @@ macro_rules! multi_rows_fn {
             acts: &[u8],
             stride: usize,
             n_acts: usize,
+            prepared: &[Line],
             out: &mut [f32],
         ) {
             debug_assert!(n.is_multiple_of($len));
             let nb = n / $len;
-            let mut ys: [&[A]; MULTI_MAX] = [&[]; MULTI_MAX];
-            for (j, y) in ys.iter_mut().enumerate().take(n_acts) {
-                *y = as_blocks::<A>(&acts[j.saturating_mul(stride)..], nb);
-            }
-            // SAFETY: reachable only through the AVX-512 table, which `kernels` returns after
-            // detecting the features `avx512` is compiled for.
-            unsafe { avx512::multi_rows::<$k>(nb, w, rb, rows, &ys[..n_acts], out) }
+            let ys = rows_of(nb, acts, stride, n_acts);
+            // SAFETY: as in `prepare`.
+            unsafe { avx512::multi_rows::<$k>(nb, w, rb, rows, &ys[..n_acts], prepared, out) }
         }
-        Some(multi_rows as MultiRowsFn)
+        (Some(prepare as PrepareFn), Some(multi_rows as MultiRowsFn))
     }};
 }
 
@@ -354,6 +369,7 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         multi,
         rows,
         multi_rows: [None; TYPE_COUNT],
+        prepare: [None; TYPE_COUNT],
         // A GEMM here needs the tiles' canonical f32 order (see `avx512::canon`) first.
         gemm: [None; TYPE_COUNT],
         quantize: [None; TYPE_COUNT],
@@ -379,12 +395,17 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
     }
     dot[F16 as usize] = simd_flat_dot!(avx512::dot_f16);
     let mut multi_rows: [Option<MultiRowsFn>; TYPE_COUNT] = [None; TYPE_COUNT];
-    multi_rows[Q4_0 as usize] = multi_rows_fn!(avx512::Q4_0T, 32);
-    multi_rows[Q5_0 as usize] = multi_rows_fn!(avx512::Q5_0T, 32);
-    multi_rows[Q8_0 as usize] = multi_rows_fn!(avx512::Q8_0T, 32);
-    multi_rows[Q4_K as usize] = multi_rows_fn!(avx512::Q4KT, 256);
-    multi_rows[Q5_K as usize] = multi_rows_fn!(avx512::Q5KT, 256);
-    multi_rows[Q6_K as usize] = multi_rows_fn!(avx512::Q6KT, 256);
+    let mut prepare: [Option<PrepareFn>; TYPE_COUNT] = [None; TYPE_COUNT];
+    for (ty, (p, m)) in [
+        (Q4_0, multi_rows_fns!(avx512::Q4_0T, 32)),
+        (Q5_0, multi_rows_fns!(avx512::Q5_0T, 32)),
+        (Q8_0, multi_rows_fns!(avx512::Q8_0T, 32)),
+        (Q4_K, multi_rows_fns!(avx512::Q4KT, 256)),
+        (Q5_K, multi_rows_fns!(avx512::Q5KT, 256)),
+        (Q6_K, multi_rows_fns!(avx512::Q6KT, 256)),
+    ] {
+        (prepare[ty as usize], multi_rows[ty as usize]) = (p, m);
+    }
     let mut gemm: [Option<GemmFn>; TYPE_COUNT] = [None; TYPE_COUNT];
     gemm[Q4_K as usize] = gemm_fn!(gemm512, Q4KPack);
     gemm[Q5_K as usize] = gemm_fn!(gemm512, Q5KPack);
@@ -451,6 +472,7 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         multi,
         rows,
         multi_rows,
+        prepare,
         gemm,
         quantize,
         dot_f32,
