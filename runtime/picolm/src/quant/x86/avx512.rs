@@ -720,6 +720,41 @@ fn reduce_blocks4(v: [__m512i; 8]) -> __m512i {
     )
 }
 
+/// [`reduce_blocks4`] (same input, same result), for lanes that fit an i16 — `vpdpbusd` of
+/// 4-bit or 5-bit weights (u ≤ 31: |lane| ≤ 4·31·128 = 15872) — with two levels of
+/// `vpackssdw` + `vpmaddwd` by ones (a pair of vectors halved in two ops instead of three;
+/// level-two inputs are at most 31744, still exact in i16), then one shuffle level.
+/// `NARROW = false` (Q8_0's u ≤ 255) takes [`reduce_blocks4`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn block_sums<const NARROW: bool>(v: [__m512i; 8]) -> __m512i {
+    if !NARROW {
+        return reduce_blocks4(v);
+    }
+    let ones = _mm512_set1_epi16(1);
+    let half = |a: __m512i, b: __m512i| _mm512_madd_epi16(_mm512_packs_epi32(a, b), ones);
+    // p[j], quarter L: lanes 4L, 4L + 1 from v[2j] (block L ≥ 2 ? 1 : 0), 4L + 2, 4L + 3 from
+    // v[2j + 1] (block L ≥ 2 ? 3 : 2), each the sum of two lanes.
+    let p = [
+        half(v[0], v[1]),
+        half(v[2], v[3]),
+        half(v[4], v[5]),
+        half(v[6], v[7]),
+    ];
+    // q[m], quarter L: activation 2m's blocks (b, b + 2), then 2m + 1's, b = (L ≥ 2), each
+    // half of the block (quarters 0|1 and 2|3 hold the two halves).
+    let q = [half(p[0], p[1]), half(p[2], p[3])];
+    // Quarter 2·(j ≥ 2) + (b odd), lane 2·(j odd) + (b ≥ 2): block b of activation j.
+    let r = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(q[0], q[1]),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(q[0], q[1]),
+    );
+    _mm512_permutexvar_epi32(
+        _mm512_set_epi32(15, 13, 7, 5, 11, 9, 3, 1, 14, 12, 6, 4, 10, 8, 2, 0),
+        r,
+    )
+}
+
 /// Quarter j of the result: four partial sums of all 16 lanes of `v[j]` (exact).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -791,12 +826,12 @@ fn legacy_prep<const O: u8>(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dot4(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
+fn legacy_dot4<const NARROW: bool>(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
     let zero = _mm512_setzero_si512();
     let d = |k: usize| _mm512_dpbusd_epi32(zero, w.u[k % 2], p.y[k]);
     let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
     // Block b of activation j in lane 4b + j: Σ u·y - o·Σ y = Σ (u - o)·y, exact; |i| < 2^24.
-    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_blocks4(v), p.corr));
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(block_sums::<NARROW>(v), p.corr));
     // d_w · d_a per block, rounded as in `legacy_dot`.
     let bcast = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let s = _mm512_mul_ps(
@@ -831,7 +866,7 @@ macro_rules! legacy_tile4 {
                 _: usize,
                 acc: __m128,
             ) -> __m128 {
-                legacy_dot4(w, p, acc)
+                legacy_dot4::<{ $o != 128 }>(w, p, acc)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -849,7 +884,7 @@ macro_rules! legacy_tile4 {
                 prepared: &[Line],
                 out: &mut [f32],
             ) {
-                legacy_rows1::<$name>(nb, w, rb, rows, y, prepared, out)
+                legacy_rows1::<$name, { $o != 128 }>(nb, w, rb, rows, y, prepared, out)
             }
         }
     };
@@ -862,12 +897,17 @@ macro_rules! legacy_tile4 {
 /// to four `legacy_dot` steps.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dot16(w: &[LegacyDec; 4], p: &LegacyPrep, acc: f32, steps: usize) -> f32 {
+fn legacy_dot16<const NARROW: bool>(
+    w: &[LegacyDec; 4],
+    p: &LegacyPrep,
+    acc: f32,
+    steps: usize,
+) -> f32 {
     let zero = _mm512_setzero_si512();
     let d = |k: usize| _mm512_dpbusd_epi32(zero, w[k / 2].u[k % 2], p.y[k]);
     let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
     // Block 4j + b (step j) in lane 4b + j.
-    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_blocks4(v), p.corr));
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(block_sums::<NARROW>(v), p.corr));
     // The weight scales, lane 4j + b, moved to lane 4b + j.
     let dw = _mm512_insertf32x4::<3>(
         _mm512_insertf32x4::<2>(
@@ -927,7 +967,7 @@ fn legacy_prepare1<const O: u8>(nb: usize, y: &[BlockQ8_0], buf: &mut Vec<Line>)
 /// against the groups [`legacy_prepare1`] made.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_rows1<K>(
+fn legacy_rows1<K, const NARROW: bool>(
     nb: usize,
     w: &[u8],
     rb: usize,
@@ -972,7 +1012,7 @@ fn legacy_rows1<K>(
                     K::decode(&wr[b + 8..b + 12]),
                     K::decode(&wr[b + 12..b + 16]),
                 ];
-                acc = legacy_dot16(&dec, p, acc, 4);
+                acc = legacy_dot16::<NARROW>(&dec, p, acc, 4);
             }
             if let Some(p) = prep.get(full) {
                 let n = steps - 4 * full;
@@ -985,7 +1025,7 @@ fn legacy_rows1<K>(
                     }
                     *d = K::decode(&wr[b..b + 4]);
                 }
-                acc = legacy_dot16(&dec, p, acc, n);
+                acc = legacy_dot16::<NARROW>(&dec, p, acc, n);
             }
             *o = K::finish(acc, &wr[4 * steps..], &y[4 * steps..]);
         }
