@@ -633,18 +633,12 @@ pub(crate) trait Tile4: Tile<Acc = f32> {
     /// # Safety
     /// The CPU must have this module's features.
     unsafe fn prep(ys: [&[Self::A]; 4], s: usize) -> Self::Prep;
-    /// `acc` plus the dot of a decoded weight step with step `s` of the four activation rows
-    /// (lane j: row j), each lane in the canonical order of [`Tile::dot`].
+    /// `acc` plus the dot of a decoded weight step with the same step of four activation rows
+    /// as prepared in `p` (lane j: row j), each lane in the canonical order of [`Tile::dot`].
     ///
     /// # Safety
-    /// As [`Tile4::prep`]; `p` is step `s` prepared from `ys`.
-    unsafe fn dot4(
-        w: &Self::Dec,
-        p: &Self::Prep,
-        ys: [&[Self::A]; 4],
-        s: usize,
-        acc: __m128,
-    ) -> __m128;
+    /// As [`Tile4::prep`].
+    unsafe fn dot4(w: &Self::Dec, p: &Self::Prep, acc: __m128) -> __m128;
     /// Prepares the one activation row of single-sequence decode (`nb` blocks) into `buf`.
     ///
     /// # Safety
@@ -859,13 +853,7 @@ macro_rules! legacy_tile4 {
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn dot4(
-                w: &LegacyDec,
-                p: &LegacyPrep,
-                _: [&[BlockQ8_0]; 4],
-                _: usize,
-                acc: __m128,
-            ) -> __m128 {
+            unsafe fn dot4(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
                 legacy_dot4::<{ $o != 128 }>(w, p, acc)
             }
             #[inline]
@@ -1042,6 +1030,9 @@ legacy_tile4!(Q8_0T, 128);
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct K4Prep {
+    /// Activation j's 256 quants in `y[4j..4j + 4]` (copied: the kernel then reads one
+    /// contiguous prepared block, with no per-row pointer or bounds arithmetic).
+    y: [__m512i; 16],
     bsum32: __m512i,
     d: __m128,
 }
@@ -1053,6 +1044,8 @@ unsafe impl Prep for K4Prep {}
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Q6Prep {
+    /// As in [`K4Prep`].
+    y: [__m512i; 16],
     bsums: [__m512i; 2],
     d: __m128,
 }
@@ -1063,6 +1056,14 @@ fn q8k_scales4(a: [&BlockQ8K; 4]) -> __m128 {
     let d = a.map(BlockQ8K::d);
     // SAFETY: SSE is part of the x86_64 baseline.
     unsafe { _mm_set_ps(d[3], d[2], d[1], d[0]) }
+}
+
+/// The quants of four Q8_K blocks, four vectors each.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8k_qs4(a: [&BlockQ8K; 4]) -> [__m512i; 16] {
+    let q = [q8k_qs(a[0]), q8k_qs(a[1]), q8k_qs(a[2]), q8k_qs(a[3])];
+    std::array::from_fn(|k| q[k / 4][k % 4])
 }
 
 /// The sixteen signed activation loads of a Q8_K block.
@@ -1079,14 +1080,15 @@ fn q8k_qs(a: &BlockQ8K) -> [__m512i; 4] {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn k4_dot4(w: &K4Dec, p: &K4Prep, ys: [&BlockQ8K; 4], acc: __m128) -> __m128 {
+fn k4_dot4(w: &K4Dec, p: &K4Prep, acc: __m128) -> __m128 {
     let zero = _mm512_setzero_si512();
     // Written out: a closure mapped over `ys` was not inlined.
+    let y = |j: usize| [p.y[4 * j], p.y[4 * j + 1], p.y[4 * j + 2], p.y[4 * j + 3]];
     let t = reduce_quarters4([
-        scaled_dot4(&w.q, &q8k_qs(ys[0]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[1]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[2]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[3]), &w.sc, zero),
+        scaled_dot4(&w.q, &y(0), &w.sc, zero),
+        scaled_dot4(&w.q, &y(1), &w.sc, zero),
+        scaled_dot4(&w.q, &y(2), &w.sc, zero),
+        scaled_dot4(&w.q, &y(3), &w.sc, zero),
     ]);
     // Σ bsum32 · min, quarter j for activation j: four partial sums each.
     let m = _mm512_madd_epi16(p.bsum32, w.mins8);
@@ -1103,13 +1105,14 @@ fn k4_dot4(w: &K4Dec, p: &K4Prep, ys: [&BlockQ8K; 4], acc: __m128) -> __m128 {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q6k_dot4(w: &Q6Dec, p: &Q6Prep, ys: [&BlockQ8K; 4], acc: __m128) -> __m128 {
+fn q6k_dot4(w: &Q6Dec, p: &Q6Prep, acc: __m128) -> __m128 {
     let zero = _mm512_setzero_si512();
+    let y = |j: usize| [p.y[4 * j], p.y[4 * j + 1], p.y[4 * j + 2], p.y[4 * j + 3]];
     let v = [
-        scaled_dot4(&w.q, &q8k_qs(ys[0]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[1]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[2]), &w.sc, zero),
-        scaled_dot4(&w.q, &q8k_qs(ys[3]), &w.sc, zero),
+        scaled_dot4(&w.q, &y(0), &w.sc, zero),
+        scaled_dot4(&w.q, &y(1), &w.sc, zero),
+        scaled_dot4(&w.q, &y(2), &w.sc, zero),
+        scaled_dot4(&w.q, &y(3), &w.sc, zero),
     ];
     // The -32 offset of rows 0|1 and 2|3 (as `q6k_dot`), added at the half-reduced level.
     let off = _mm512_broadcast_i64x4(w.off);
@@ -1138,8 +1141,8 @@ impl Tile4 for Q4KT {
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
-        k4_dot4(w, p, ys.map(|y| &y[s]), acc)
+    unsafe fn dot4(w: &K4Dec, p: &K4Prep, acc: __m128) -> __m128 {
+        k4_dot4(w, p, acc)
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1170,8 +1173,8 @@ impl Tile4 for Q5KT {
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &K4Dec, p: &K4Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
-        k4_dot4(w, p, ys.map(|y| &y[s]), acc)
+    unsafe fn dot4(w: &K4Dec, p: &K4Prep, acc: __m128) -> __m128 {
+        k4_dot4(w, p, acc)
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1200,6 +1203,7 @@ impl Tile4 for Q6KT {
     unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> Q6Prep {
         let a = ys.map(|y| &y[s]);
         Q6Prep {
+            y: q8k_qs4(a),
             bsums: [
                 join(load256(&a[0].bsums), load256(&a[1].bsums)),
                 join(load256(&a[2].bsums), load256(&a[3].bsums)),
@@ -1209,8 +1213,8 @@ impl Tile4 for Q6KT {
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &Q6Dec, p: &Q6Prep, ys: [&[BlockQ8K]; 4], s: usize, acc: __m128) -> __m128 {
-        q6k_dot4(w, p, ys.map(|y| &y[s]), acc)
+    unsafe fn dot4(w: &Q6Dec, p: &Q6Prep, acc: __m128) -> __m128 {
+        q6k_dot4(w, p, acc)
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1243,6 +1247,7 @@ fn k4_prep(a: [&BlockQ8K; 4]) -> K4Prep {
         }
     }
     K4Prep {
+        y: q8k_qs4(a),
         bsum32: load512(&b),
         d: q8k_scales4(a),
     }
@@ -1345,7 +1350,7 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
                 }
                 let dec = K::decode(&wr[r.clone()]);
                 for g in 0..G {
-                    acc4[g] = K::dot4(&dec, &prep[g * steps + s], grp[g], s, acc4[g]);
+                    acc4[g] = K::dot4(&dec, &prep[g * steps + s], acc4[g]);
                 }
                 for (k, a) in acc1.iter_mut().enumerate() {
                     *a = K::dot(&dec, &K::act(&ys[grouped + k][r.clone()]), *a);
