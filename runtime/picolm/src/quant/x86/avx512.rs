@@ -65,11 +65,72 @@ fn scales_4(d: [[u8; 2]; 4]) -> __m128 {
 
 /// Four legacy (32-element) weight blocks as unsigned bytes u = q + o (`o` the format's
 /// offset: the stored quant for Q4_0/Q5_0, q + 128 for Q8_0), with their scales.
+///
+/// Split in halves: `u[0]` holds elements 0..16 of each block, `u[1]` elements 16..32, block
+/// b in 128-bit lane b of both (the nibble layout of Q4_0/Q5_0, whose byte i holds elements
+/// i and i + 16). Activations are laid out alike ([`quads`]), so one `vpdpbusd` per half,
+/// accumulating into the same register, leaves block b's four partial sums in lane b.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LegacyDec {
-    /// Blocks 0|1 and 2|3, 32 bytes each.
     u: [__m512i; 2],
     d: __m128,
+}
+
+/// Four 16-byte pieces as the four 128-bit lanes of one vector.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn quads<T: Copy>(p: [&[T]; 4]) -> __m512i {
+    let v = _mm512_castsi128_si512(load128(p[0]));
+    let v = _mm512_inserti32x4::<1>(v, load128(p[1]));
+    let v = _mm512_inserti32x4::<2>(v, load128(p[2]));
+    _mm512_inserti32x4::<3>(v, load128(p[3]))
+}
+
+/// Four Q8_0 blocks' quants split in halves as [`LegacyDec`] lays out weights.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_halves(a: [&BlockQ8_0; 4]) -> [__m512i; 2] {
+    [
+        quads([
+            &a[0].qs[..16],
+            &a[1].qs[..16],
+            &a[2].qs[..16],
+            &a[3].qs[..16],
+        ]),
+        quads([
+            &a[0].qs[16..],
+            &a[1].qs[16..],
+            &a[2].qs[16..],
+            &a[3].qs[16..],
+        ]),
+    ]
+}
+
+/// Block b of `v[j]` (lane b: four partial sums) summed into lane 4b + j (exact): a 4 × 4
+/// transpose-and-add inside every 128-bit lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transpose_sum4(v: [__m512i; 4]) -> __m512i {
+    let a01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let a23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    _mm512_add_epi32(
+        _mm512_unpacklo_epi64(a01, a23),
+        _mm512_unpackhi_epi64(a01, a23),
+    )
+}
+
+/// Σ u·y of four blocks in halves (`u`, `y` as [`LegacyDec`]), starting from `init`: lane b
+/// holds four partial sums of block b.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_halves(init: __m512i, u: &[__m512i; 2], y: &[__m512i; 2]) -> __m512i {
+    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, u[0], y[0]), u[1], y[1])
 }
 
 /// Four Q8_0 activation blocks prepared for one weight format: the signed bytes, the offset
@@ -78,7 +139,7 @@ pub(crate) struct LegacyDec {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Q8Act {
     y: [__m512i; 2],
-    corr: [__m512i; 2],
+    corr: __m512i,
     d: __m128,
 }
 
@@ -86,14 +147,11 @@ pub(crate) struct Q8Act {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q8_0_act<const O: u8>(a: &[BlockQ8_0]) -> Q8Act {
     let a = &a[..4];
-    let y = [
-        join(load256(&a[0].qs), load256(&a[1].qs)),
-        join(load256(&a[2].qs), load256(&a[3].qs)),
-    ];
+    let y = q8_halves([&a[0], &a[1], &a[2], &a[3]]);
     let zero = _mm512_setzero_si512();
     let o = _mm512_set1_epi8(O as i8);
     Q8Act {
-        corr: y.map(|y| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, o, y))),
+        corr: _mm512_sub_epi32(zero, dot_halves(zero, &[o, o], &y)),
         y,
         d: scales_4([a[0].d, a[1].d, a[2].d, a[3].d]),
     }
@@ -131,14 +189,9 @@ fn legacy_pair(acc: f32, i0: f32, s0: f32, i1: f32, s1: f32) -> f32 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn legacy_dot(w: &LegacyDec, a: &Q8Act, acc: f32) -> f32 {
-    // Lanes 0..8 of s0 are block 0, 8..16 block 1; s1 likewise blocks 2 and 3. Exact in i32.
-    let s0 = _mm512_dpbusd_epi32(a.corr[0], w.u[0], a.y[0]);
-    let s1 = _mm512_dpbusd_epi32(a.corr[1], w.u[1], a.y[1]);
-    // 128-bit lane k of t: four partial sums of block k; then each lane's element 0 its sum.
-    let t = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0b10_00_10_00>(s0, s1),
-        _mm512_shuffle_i32x4::<0b11_01_11_01>(s0, s1),
-    );
+    // 128-bit lane k of t: four partial sums of block k (exact in i32); then each lane's
+    // element 0 its sum.
+    let t = dot_halves(a.corr, &w.u, &a.y);
     let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
     let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
     let idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
@@ -244,24 +297,16 @@ legacy_tile!(Q4_0T, BlockQ4_0, q4_0_decode4, q4_0_decode1, 8);
 legacy_tile!(Q5_0T, BlockQ5_0, q5_0_decode4, q5_0_decode1, 16);
 legacy_tile!(Q8_0T, BlockQ8_0, q8_0_decode4, q8_0_decode1, 128);
 
-/// Four blocks' 16 packed-nibble bytes → two vectors of 64 nibbles in element order
-/// (block 0 low, block 0 high, block 1 low, block 1 high | the same for blocks 2 and 3).
+/// Four blocks' 16 packed-nibble bytes → their low nibbles (elements 0..16 of each block)
+/// and high nibbles (16..32), block b in 128-bit lane b ([`LegacyDec`]'s halves).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn nibbles_4x32(qs: [&[u8; 16]; 4]) -> [__m512i; 2] {
-    let v = join(
-        _mm256_set_m128i(load128(qs[1]), load128(qs[0])),
-        _mm256_set_m128i(load128(qs[3]), load128(qs[2])),
-    );
+    let v = quads([&qs[0][..], &qs[1][..], &qs[2][..], &qs[3][..]]);
     let m = _mm512_set1_epi8(0xF);
-    let lo = _mm512_and_si512(v, m);
-    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
-    // Qwords of `lo` are 0..8, of `hi` 8..16; each block is two qwords.
-    let i0 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-    let i1 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
     [
-        _mm512_permutex2var_epi64(lo, i0, hi),
-        _mm512_permutex2var_epi64(lo, i1, hi),
+        _mm512_and_si512(v, m),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m),
     ]
 }
 
@@ -286,11 +331,13 @@ fn q4_0_decode1(w: &BlockQ4_0) -> __m256i {
     nibbles_32(&w.qs)
 }
 
-/// Bit j of `qh` is the fifth bit of element j: two blocks side by side pair byte i of a
-/// vector with bit i of a 64-bit mask.
+/// Bit j of `qh` is the fifth bit of element j: the low (`h = 0`) or high 16 bits of four
+/// blocks' `qh`, block b's at bit 16b, pair byte i of a half ([`nibbles_4x32`]) with bit i.
 #[inline(always)]
-fn qh_mask(a: &BlockQ5_0, b: &BlockQ5_0) -> u64 {
-    u64::from(u32::from_le_bytes(a.qh)) | (u64::from(u32::from_le_bytes(b.qh)) << 32)
+fn qh_mask(w: &[BlockQ5_0], h: usize) -> u64 {
+    w[..4].iter().rev().fold(0u64, |m, b| {
+        (m << 16) | u64::from(u16::from_le_bytes([b.qh[2 * h], b.qh[2 * h + 1]]))
+    })
 }
 
 #[inline]
@@ -299,8 +346,8 @@ fn q5_0_decode4(w: &[BlockQ5_0]) -> [__m512i; 2] {
     let [a, b] = nibbles_4x32([&w[0].qs, &w[1].qs, &w[2].qs, &w[3].qs]);
     let sixteen = _mm512_set1_epi8(16);
     [
-        _mm512_mask_add_epi8(a, qh_mask(&w[0], &w[1]), a, sixteen),
-        _mm512_mask_add_epi8(b, qh_mask(&w[2], &w[3]), b, sixteen),
+        _mm512_mask_add_epi8(a, qh_mask(w, 0), a, sixteen),
+        _mm512_mask_add_epi8(b, qh_mask(w, 1), b, sixteen),
     ]
 }
 
@@ -316,10 +363,7 @@ fn q5_0_decode1(w: &BlockQ5_0) -> __m256i {
 fn q8_0_decode4(w: &[BlockQ8_0]) -> [__m512i; 2] {
     // q ^ 0x80 = q + 128 as an unsigned byte.
     let bias = _mm512_set1_epi8(-128);
-    [
-        _mm512_xor_si512(join(load256(&w[0].qs), load256(&w[1].qs)), bias),
-        _mm512_xor_si512(join(load256(&w[2].qs), load256(&w[3].qs)), bias),
-    ]
+    q8_halves([&w[0], &w[1], &w[2], &w[3]]).map(|h| _mm512_xor_si512(h, bias))
 }
 
 #[inline]
@@ -677,78 +721,6 @@ fn rows1_per_row<K: Tile>(
     }
 }
 
-/// Exact per-block sums of eight vectors, transposed: `v[2j + h]` holds activation j's
-/// partial sums of blocks 2h (lanes 0..8) and 2h + 1 (lanes 8..16); the result holds block b
-/// of activation j in lane 4b + j.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn reduce_blocks4(v: [__m512i; 8]) -> __m512i {
-    // Quarters of pair(x, y): x's block 2h, x's block 2h + 1, y's 2h, y's 2h + 1 (4 lanes each).
-    let pair = |x: __m512i, y: __m512i| {
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y),
-            _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y),
-        )
-    };
-    let (l0, l1) = (pair(v[0], v[2]), pair(v[1], v[3]));
-    let (l2, l3) = (pair(v[4], v[6]), pair(v[5], v[7]));
-    // Quarter b of r[j]: activation j's four partial sums of block b.
-    let r = [
-        _mm512_shuffle_i32x4::<0b01_00_01_00>(l0, l1),
-        _mm512_shuffle_i32x4::<0b11_10_11_10>(l0, l1),
-        _mm512_shuffle_i32x4::<0b01_00_01_00>(l2, l3),
-        _mm512_shuffle_i32x4::<0b11_10_11_10>(l2, l3),
-    ];
-    // A 4 × 4 transpose-and-add inside every quarter.
-    let a01 = _mm512_add_epi32(
-        _mm512_unpacklo_epi32(r[0], r[1]),
-        _mm512_unpackhi_epi32(r[0], r[1]),
-    );
-    let a23 = _mm512_add_epi32(
-        _mm512_unpacklo_epi32(r[2], r[3]),
-        _mm512_unpackhi_epi32(r[2], r[3]),
-    );
-    _mm512_add_epi32(
-        _mm512_unpacklo_epi64(a01, a23),
-        _mm512_unpackhi_epi64(a01, a23),
-    )
-}
-
-/// [`reduce_blocks4`] (same input, same result), for lanes that fit an i16 — `vpdpbusd` of
-/// 4-bit or 5-bit weights (u ≤ 31: |lane| ≤ 4·31·128 = 15872) — with two levels of
-/// `vpackssdw` + `vpmaddwd` by ones (a pair of vectors halved in two ops instead of three;
-/// level-two inputs are at most 31744, still exact in i16), then one shuffle level.
-/// `NARROW = false` (Q8_0's u ≤ 255) takes [`reduce_blocks4`].
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn block_sums<const NARROW: bool>(v: [__m512i; 8]) -> __m512i {
-    if !NARROW {
-        return reduce_blocks4(v);
-    }
-    let ones = _mm512_set1_epi16(1);
-    let half = |a: __m512i, b: __m512i| _mm512_madd_epi16(_mm512_packs_epi32(a, b), ones);
-    // p[j], quarter L: lanes 4L, 4L + 1 from v[2j] (block L ≥ 2 ? 1 : 0), 4L + 2, 4L + 3 from
-    // v[2j + 1] (block L ≥ 2 ? 3 : 2), each the sum of two lanes.
-    let p = [
-        half(v[0], v[1]),
-        half(v[2], v[3]),
-        half(v[4], v[5]),
-        half(v[6], v[7]),
-    ];
-    // q[m], quarter L: activation 2m's blocks (b, b + 2), then 2m + 1's, b = (L ≥ 2), each
-    // half of the block (quarters 0|1 and 2|3 hold the two halves).
-    let q = [half(p[0], p[1]), half(p[2], p[3])];
-    // Quarter 2·(j ≥ 2) + (b odd), lane 2·(j odd) + (b ≥ 2): block b of activation j.
-    let r = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0b10_00_10_00>(q[0], q[1]),
-        _mm512_shuffle_i32x4::<0b11_01_11_01>(q[0], q[1]),
-    );
-    _mm512_permutexvar_epi32(
-        _mm512_set_epi32(15, 13, 7, 5, 11, 9, 3, 1, 14, 12, 6, 4, 10, 8, 2, 0),
-        r,
-    )
-}
-
 /// Quarter j of the result: four partial sums of all 16 lanes of `v[j]` (exact).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -786,7 +758,7 @@ fn quarter_heads(v: __m512) -> __m512 {
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct LegacyPrep {
-    /// Activation j's blocks 0|1 in `y[2j]`, 2|3 in `y[2j + 1]`.
+    /// Activation j's four blocks in halves ([`LegacyDec`]): `y[2j]`, `y[2j + 1]`.
     y: [__m512i; 8],
     /// o·Σy of block b of activation j in lane 4b + j.
     corr: __m512i,
@@ -800,10 +772,15 @@ unsafe impl Prep for LegacyPrep {}
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn legacy_prep<const O: u8>(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
     let a = ys.map(|y| &y[4 * s..4 * s + 4]);
-    let y: [__m512i; 8] = std::array::from_fn(|k| {
-        let (j, h) = (k / 2, k % 2);
-        join(load256(&a[j][2 * h].qs), load256(&a[j][2 * h + 1].qs))
-    });
+    let h = [
+        q8_halves([&a[0][0], &a[0][1], &a[0][2], &a[0][3]]),
+        q8_halves([&a[1][0], &a[1][1], &a[1][2], &a[1][3]]),
+        q8_halves([&a[2][0], &a[2][1], &a[2][2], &a[2][3]]),
+        q8_halves([&a[3][0], &a[3][1], &a[3][2], &a[3][3]]),
+    ];
+    let y = [
+        h[0][0], h[0][1], h[1][0], h[1][1], h[2][0], h[2][1], h[3][0], h[3][1],
+    ];
     let (zero, o) = (_mm512_setzero_si512(), _mm512_set1_epi8(O as i8));
     let mut d = [0u16; 16];
     for (b, d) in d.chunks_exact_mut(4).enumerate() {
@@ -812,7 +789,7 @@ fn legacy_prep<const O: u8>(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
         }
     }
     LegacyPrep {
-        corr: reduce_blocks4(y.map(|y| _mm512_dpbusd_epi32(zero, o, y))),
+        corr: transpose_sum4(h.map(|h| dot_halves(zero, &[o, o], &h))),
         y,
         d: _mm512_cvtph_ps(load256(&d)),
     }
@@ -820,12 +797,17 @@ fn legacy_prep<const O: u8>(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dot4<const NARROW: bool>(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
+fn legacy_dot4(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
     let zero = _mm512_setzero_si512();
-    let d = |k: usize| _mm512_dpbusd_epi32(zero, w.u[k % 2], p.y[k]);
-    let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
+    // Written out: closures around target-feature calls were not always inlined.
+    let v = [
+        dot_halves(zero, &w.u, &[p.y[0], p.y[1]]),
+        dot_halves(zero, &w.u, &[p.y[2], p.y[3]]),
+        dot_halves(zero, &w.u, &[p.y[4], p.y[5]]),
+        dot_halves(zero, &w.u, &[p.y[6], p.y[7]]),
+    ];
     // Block b of activation j in lane 4b + j: Σ u·y - o·Σ y = Σ (u - o)·y, exact; |i| < 2^24.
-    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(block_sums::<NARROW>(v), p.corr));
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(transpose_sum4(v), p.corr));
     // d_w · d_a per block, rounded as in `legacy_dot`.
     let bcast = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let s = _mm512_mul_ps(
@@ -854,7 +836,7 @@ macro_rules! legacy_tile4 {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn dot4(w: &LegacyDec, p: &LegacyPrep, acc: __m128) -> __m128 {
-                legacy_dot4::<{ $o != 128 }>(w, p, acc)
+                legacy_dot4(w, p, acc)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -872,7 +854,7 @@ macro_rules! legacy_tile4 {
                 prepared: &[Line],
                 out: &mut [f32],
             ) {
-                legacy_rows1::<$name, { $o != 128 }>(nb, w, rb, rows, y, prepared, out)
+                legacy_rows1::<$name>(nb, w, rb, rows, y, prepared, out)
             }
         }
     };
@@ -885,17 +867,16 @@ macro_rules! legacy_tile4 {
 /// to four `legacy_dot` steps.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_dot16<const NARROW: bool>(
-    w: &[LegacyDec; 4],
-    p: &LegacyPrep,
-    acc: f32,
-    steps: usize,
-) -> f32 {
+fn legacy_dot16(w: &[LegacyDec; 4], p: &LegacyPrep, acc: f32, steps: usize) -> f32 {
     let zero = _mm512_setzero_si512();
-    let d = |k: usize| _mm512_dpbusd_epi32(zero, w[k / 2].u[k % 2], p.y[k]);
-    let v = [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)];
+    let v = [
+        dot_halves(zero, &w[0].u, &[p.y[0], p.y[1]]),
+        dot_halves(zero, &w[1].u, &[p.y[2], p.y[3]]),
+        dot_halves(zero, &w[2].u, &[p.y[4], p.y[5]]),
+        dot_halves(zero, &w[3].u, &[p.y[6], p.y[7]]),
+    ];
     // Block 4j + b (step j) in lane 4b + j.
-    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(block_sums::<NARROW>(v), p.corr));
+    let i = _mm512_cvtepi32_ps(_mm512_sub_epi32(transpose_sum4(v), p.corr));
     // The weight scales, lane 4j + b, moved to lane 4b + j.
     let dw = _mm512_insertf32x4::<3>(
         _mm512_insertf32x4::<2>(
@@ -955,7 +936,7 @@ fn legacy_prepare1<const O: u8>(nb: usize, y: &[BlockQ8_0], buf: &mut Vec<Line>)
 /// against the groups [`legacy_prepare1`] made.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn legacy_rows1<K, const NARROW: bool>(
+fn legacy_rows1<K>(
     nb: usize,
     w: &[u8],
     rb: usize,
@@ -1000,7 +981,7 @@ fn legacy_rows1<K, const NARROW: bool>(
                     K::decode(&wr[b + 8..b + 12]),
                     K::decode(&wr[b + 12..b + 16]),
                 ];
-                acc = legacy_dot16::<NARROW>(&dec, p, acc, 4);
+                acc = legacy_dot16(&dec, p, acc, 4);
             }
             if let Some(p) = prep.get(full) {
                 let n = steps - 4 * full;
@@ -1013,7 +994,7 @@ fn legacy_rows1<K, const NARROW: bool>(
                     }
                     *d = K::decode(&wr[b..b + 4]);
                 }
-                acc = legacy_dot16::<NARROW>(&dec, p, acc, n);
+                acc = legacy_dot16(&dec, p, acc, n);
             }
             *o = K::finish(acc, &wr[4 * steps..], &y[4 * steps..]);
         }
