@@ -361,10 +361,6 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// One sequence's part of a batch: `tokens[range]` of the shared token buffer, appended to
 /// `caches[cache]` at its current length.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -681,9 +677,7 @@ impl Model {
                 &s.xq2
             };
             matmul(file, &layer.w_up, xq_up, n, &mut s.up, &mut s.mm);
-            for (g, &u) in s.gate[..n * ff].iter_mut().zip(&s.up[..n * ff]) {
-                *g = silu(*g) * u;
-            }
+            quant::silu_mul(&mut s.gate[..n * ff], &s.up[..n * ff]);
             s.xq.load(layer.w_down.ty, &s.gate, n, ff)?;
             matmul(
                 file,

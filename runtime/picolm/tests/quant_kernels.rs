@@ -1177,3 +1177,30 @@ fn attn_softmax_tracks_expf() {
         }
     }
 }
+
+#[test]
+fn silu_mul_tracks_the_f64_swiglu() {
+    // Every ISA's SwiGLU against an f64 reference: the AVX-512 path's polynomial e^x is within
+    // 2 ulp of expf, and the division and product add a rounding each.
+    let mut rng = StdRng::seed_from_u64(0x5111);
+    let mut gate: Vec<f32> = (0..16 * 7 + 5)
+        .map(|_| rng.random_range(-20.0f32..20.0))
+        .collect();
+    gate[..8].copy_from_slice(&[0.0, -0.0, 90.0, -90.0, 1e-3, -1e-3, 88.0, -87.5]);
+    let up: Vec<f32> = (0..gate.len())
+        .map(|_| rng.random_range(-3.0f32..3.0))
+        .collect();
+    for isa in available_isas() {
+        let mut got = gate.clone();
+        quant::silu_mul_isa(isa, &mut got, &up).unwrap();
+        for ((&x, &u), &g) in gate.iter().zip(&up).zip(&got) {
+            let x64 = f64::from(x);
+            let want = x64 / (1.0 + (-x64).exp()) * f64::from(u);
+            let tol = 8.0 * f64::from(f32::EPSILON) * want.abs() + 1e-30;
+            assert!(
+                (f64::from(g) - want).abs() <= tol,
+                "silu_mul {isa:?}: x {x} u {u}: {g} vs {want}"
+            );
+        }
+    }
+}

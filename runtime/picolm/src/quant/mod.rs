@@ -274,6 +274,8 @@ pub(crate) struct Kernels {
     pub(crate) attn_values: Option<AttnValuesFn>,
     /// Vectorised softmax numerators (see [`attn_softmax`]); `None`: libm `expf` per score.
     pub(crate) attn_softmax: Option<fn(&mut [f32], f32) -> f32>,
+    /// Vectorised SwiGLU (see [`silu_mul`]); `None`: libm `expf` per element.
+    pub(crate) silu_mul: Option<SiluMulFn>,
     pub(crate) dot_f32: fn(&[f32], &[f32]) -> f32,
     pub(crate) dot_f16_f32: fn(&[half::f16], &[f32]) -> f32,
     pub(crate) axpy_f16: fn(&mut [f32], f32, &[half::f16]),
@@ -310,6 +312,7 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
         attn_scores: None,
         attn_values: None,
         attn_softmax: None,
+        silu_mul: None,
         dot,
         multi: [None; TYPE_COUNT],
         rows: [None; TYPE_COUNT],
@@ -837,6 +840,8 @@ pub fn axpy_f16(acc: &mut [f32], alpha: f32, x: &[half::f16]) {
     (ACTIVE.axpy_f16)(acc, alpha, x)
 }
 
+/// `fn(gate, up)`: [`silu_mul`]'s contract.
+type SiluMulFn = fn(&mut [f32], &[f32]);
 type AttnScoresFn = fn(&[half::f16], usize, usize, &[f32], usize, &mut [f32]);
 type AttnValuesFn = fn(&mut [f32], &[f32], &[half::f16], usize, usize, usize, &mut [f32]);
 
@@ -885,6 +890,29 @@ pub fn attn_values(
 /// the others call `expf`.
 pub fn attn_softmax(scores: &mut [f32], scale: f32) -> f32 {
     attn_softmax_on(&ACTIVE, scores, scale)
+}
+
+/// The SwiGLU of the feed-forward block, in place: `gate[i] = silu(gate[i]) · up[i]` with
+/// silu(x) = x / (1 + e^-x), for `i < min(gate.len(), up.len())`. The AVX-512 path uses the
+/// polynomial e^x of [`attn_softmax`] (within 2 ulp of `expf`; llama.cpp's own SiLU uses an
+/// approximate exp too), the others libm's `expf`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    silu_mul_on(&ACTIVE, gate, up)
+}
+
+/// [`silu_mul`] on a given ISA; `None` if this CPU cannot run it.
+pub fn silu_mul_isa(isa: Isa, gate: &mut [f32], up: &[f32]) -> Option<()> {
+    silu_mul_on(kernels(isa)?, gate, up);
+    Some(())
+}
+
+fn silu_mul_on(k: &Kernels, gate: &mut [f32], up: &[f32]) {
+    if let Some(f) = k.silu_mul {
+        return f(gate, up);
+    }
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
 }
 
 /// [`attn_softmax`] on a given ISA; `None` if this CPU cannot run it.

@@ -1459,7 +1459,6 @@ pub(crate) fn attn_scores(
         let np = (n_pos - p0).min(16);
         for (t, x) in kf.iter_mut().enumerate().take(np) {
             let kr = &kb[(p0 + t) * stride..(p0 + t) * stride + 64];
-            prefetch_row(kr, 16 * stride);
             *x = [
                 _mm512_cvtph_ps(load256(&kr[..16])),
                 _mm512_cvtph_ps(load256(&kr[16..32])),
@@ -1501,19 +1500,6 @@ pub(crate) fn attn_scores(
         }
         p0 += np;
     }
-}
-
-/// Asks for the 128 bytes of the cached row `ahead` elements past `row` (a row further on in
-/// the KV cache). Attention reads 128 bytes of every row of a layer's cache at a stride of
-/// all KV heads: a pattern the hardware prefetchers did not follow, which left the batched
-/// attention kernels waiting on DRAM. A prefetch never faults, so a pointer past the cache's
-/// end is fine.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prefetch_row(row: &[u16], ahead: usize) {
-    let p = row.as_ptr().wrapping_add(ahead).cast::<i8>();
-    _mm_prefetch::<_MM_HINT_T0>(p);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
 }
 
 /// Σ of the 16 lanes in a fixed order: lanes i and i + 8 first, then i and i + 4, i and
@@ -1595,6 +1581,28 @@ fn exp_ps(x: __m512) -> __m512 {
         _mm512_add_ps(r, _mm512_set1_ps(1.0)),
     );
     _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(y, n))
+}
+
+/// `gate = silu(gate) · up` (silu(x) = x / (1 + e^-x)) with [`exp_ps`]; the elements past the
+/// last whole 16 through `expf`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let (gate, up) = (&mut gate[..n], &up[..n]);
+    let one = _mm512_set1_ps(1.0);
+    let mut gc = gate.chunks_exact_mut(16);
+    let uc = up.chunks_exact(16);
+    let done = n - uc.remainder().len();
+    for (g, u) in (&mut gc).zip(uc) {
+        let x = load_ps512(g);
+        let e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        let v = _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), load_ps512(u));
+        // SAFETY: `g` is a chunk of exactly 16 f32; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(g.as_mut_ptr(), v) };
+    }
+    for (g, &u) in gc.into_remainder().iter_mut().zip(&up[done..]) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
 }
 
 /// Softmax numerators of one head's attention scores, in place: `x = e^(x·scale - max)`;
@@ -1756,7 +1764,6 @@ fn value_cols<const H: usize>(a: ValueCols<'_>, out: &mut [f32]) {
     let mut acc = [[_mm512_setzero_ps(); 4]; H];
     for p in 0..n_pos {
         let row = &vb[p * stride + c0..p * stride + c0 + 64];
-        prefetch_row(row, 16 * stride);
         let x = [
             _mm512_cvtph_ps(load256(&row[..16])),
             _mm512_cvtph_ps(load256(&row[16..32])),

@@ -365,6 +365,7 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         attn_scores: None,
         attn_values: None,
         attn_softmax: None,
+        silu_mul: None,
         dot,
         multi,
         rows,
@@ -459,6 +460,10 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx512::attn_values(probs, inv, v, stride, n, hd, o) }
     }
+    fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        // SAFETY: as in `simd_block_dot`.
+        unsafe { avx512::silu_mul(gate, up) }
+    }
     fn attn_softmax(scores: &mut [f32], scale: f32) -> f32 {
         // SAFETY: as in `simd_block_dot`.
         unsafe { avx512::attn_softmax(scores, scale) }
@@ -468,6 +473,7 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         attn_scores: Some(attn_scores),
         attn_values: Some(attn_values),
         attn_softmax: Some(attn_softmax),
+        silu_mul: Some(silu_mul),
         dot,
         multi,
         rows,
