@@ -391,6 +391,48 @@ fn tiles_match_scalar_per_row_dots() {
     eprintln!("{checked} tile/scalar comparisons");
 }
 
+/// `rows` weight rows of `n` elements `stride` bytes apart (the gaps filled with junk the
+/// kernels must not read), row i filled with `pattern(i)`; also each row on its own.
+fn strided_weights(
+    rng: &mut StdRng,
+    ty: GgmlType,
+    n: usize,
+    rows: usize,
+    stride: usize,
+    pattern: impl Fn(usize) -> Pattern,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut ws = vec![0xA5u8; stride * rows];
+    let w_rows = (0..rows)
+        .map(|i| {
+            let w = weight_row(rng, ty, n, pattern(i));
+            ws[i * stride..i * stride + w.len()].copy_from_slice(&w);
+            w
+        })
+        .collect();
+    (ws, w_rows)
+}
+
+/// `count` activation rows quantized to `vdt`, `stride` bytes apart with junk between (row j
+/// with extreme values where `extreme(j)`); also each row on its own.
+fn strided_activations(
+    rng: &mut StdRng,
+    vdt: GgmlType,
+    n: usize,
+    count: usize,
+    stride: usize,
+    extreme: impl Fn(usize) -> bool,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut acts = vec![0x5Au8; stride * count];
+    let a_rows = (0..count)
+        .map(|j| {
+            let a = quantized(vdt, &activations(rng, n, extreme(j)));
+            acts[j * stride..j * stride + a.len()].copy_from_slice(&a);
+            a
+        })
+        .collect();
+    (acts, a_rows)
+}
+
 #[test]
 fn multi_rows_is_bit_identical_to_per_row_dots() {
     // Few-sequence decode: every format, ISA, activation count (groups of four, padded groups,
@@ -414,23 +456,11 @@ fn multi_rows_is_bit_identical_to_per_row_dots() {
             let (wstride, astride) = (wb + 5, ab + 7);
             let rows = [3, 1, 6, 2][k % 4];
             let pattern = [Pattern::Random, Pattern::HighBit, Pattern::AllOnes][k % 3];
-            let mut ws = vec![0xA5u8; wstride * rows];
-            let w_rows: Vec<Vec<u8>> = (0..rows)
-                .map(|i| {
-                    let p = if i == 1 { Pattern::AllZeros } else { pattern };
-                    let w = weight_row(&mut rng, ty, n, p);
-                    ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
-                    w
-                })
-                .collect();
-            let mut acts = vec![0x5Au8; astride * MULTI_MAX];
-            let a_rows: Vec<Vec<u8>> = (0..MULTI_MAX)
-                .map(|j| {
-                    let a = quantized(vdt, &activations(&mut rng, n, j % 3 == 2));
-                    acts[j * astride..j * astride + ab].copy_from_slice(&a);
-                    a
-                })
-                .collect();
+            let (ws, w_rows) = strided_weights(&mut rng, ty, n, rows, wstride, |i| {
+                if i == 1 { Pattern::AllZeros } else { pattern }
+            });
+            let (acts, a_rows) =
+                strided_activations(&mut rng, vdt, n, MULTI_MAX, astride, |j| j % 3 == 2);
             for isa in available_isas() {
                 for m in 1..=MULTI_MAX {
                     // One float more than needed: the kernel must not write it.
@@ -523,27 +553,15 @@ fn gemm_matches_scalar_per_row_dots() {
             let rows = [GEMM_ROWS, 2 * GEMM_ROWS + 3, 5, GEMM_ROWS + 1][k % 4];
             let n_acts = [13, 1, 6, 9][k % 4];
             let pattern = [Pattern::Random, Pattern::AllOnes, Pattern::HighBit][k % 3];
-            let mut ws = vec![0xA5u8; wstride * rows];
-            let w_rows: Vec<Vec<u8>> = (0..rows)
-                .map(|i| {
-                    let p = if i % 5 == 4 {
-                        Pattern::AllZeros
-                    } else {
-                        pattern
-                    };
-                    let w = weight_row(&mut rng, ty, n, p);
-                    ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
-                    w
-                })
-                .collect();
-            let mut acts = vec![0x5Au8; astride * n_acts];
-            let a_rows: Vec<Vec<u8>> = (0..n_acts)
-                .map(|j| {
-                    let a = quantized(vdt, &activations(&mut rng, n, j % 3 == 1));
-                    acts[j * astride..j * astride + ab].copy_from_slice(&a);
-                    a
-                })
-                .collect();
+            let (ws, w_rows) = strided_weights(&mut rng, ty, n, rows, wstride, |i| {
+                if i % 5 == 4 {
+                    Pattern::AllZeros
+                } else {
+                    pattern
+                }
+            });
+            let (acts, a_rows) =
+                strided_activations(&mut rng, vdt, n, n_acts, astride, |j| j % 3 == 1);
             for isa in available_isas() {
                 // One output row per activation, one float longer than needed.
                 let mut out = vec![vec![f32::NAN; rows + 1]; n_acts];

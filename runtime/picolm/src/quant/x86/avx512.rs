@@ -1113,107 +1113,58 @@ fn q6k_dot4(w: &Q6Dec, p: &Q6Prep, acc: __m128) -> __m128 {
     _mm_fmadd_ps(sumi, _mm_mul_ps(_mm512_castps512_ps128(w.d), p.d), acc)
 }
 
-impl Tile4 for Q4KT {
-    type Prep = K4Prep;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> K4Prep {
-        k4_prep(ys.map(|y| &y[s]))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &K4Dec, p: &K4Prep, acc: __m128) -> __m128 {
-        k4_dot4(w, p, acc)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
-        buf.clear();
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn rows1(
-        nb: usize,
-        w: &[u8],
-        rb: usize,
-        rows: usize,
-        y: &[BlockQ8K],
-        _: &[Line],
-        out: &mut [f32],
-    ) {
-        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
-    }
-}
-
-impl Tile4 for Q5KT {
-    type Prep = K4Prep;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> K4Prep {
-        k4_prep(ys.map(|y| &y[s]))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &K4Dec, p: &K4Prep, acc: __m128) -> __m128 {
-        k4_dot4(w, p, acc)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
-        buf.clear();
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn rows1(
-        nb: usize,
-        w: &[u8],
-        rb: usize,
-        rows: usize,
-        y: &[BlockQ8K],
-        _: &[Line],
-        out: &mut [f32],
-    ) {
-        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
-    }
-}
-
-impl Tile4 for Q6KT {
-    type Prep = Q6Prep;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> Q6Prep {
-        let a = ys.map(|y| &y[s]);
-        Q6Prep {
-            y: q8k_qs4(a),
-            bsums: [
-                join(load256(&a[0].bsums), load256(&a[1].bsums)),
-                join(load256(&a[2].bsums), load256(&a[3].bsums)),
-            ],
-            d: q8k_scales4(a),
+/// Implements [`Tile4`] for a K-quant tile from its prepared-block type, its preparation and
+/// its four-row dot; one activation row goes through the per-row dot.
+macro_rules! kquant_tile4 {
+    ($name:ident, $prep:ty, $prepare:ident, $dot4:ident) => {
+        impl Tile4 for $name {
+            type Prep = $prep;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> $prep {
+                $prepare(ys.map(|y| &y[s]))
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn dot4(w: &<Self as Tile>::Dec, p: &$prep, acc: __m128) -> __m128 {
+                $dot4(w, p, acc)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
+                buf.clear();
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn rows1(
+                nb: usize,
+                w: &[u8],
+                rb: usize,
+                rows: usize,
+                y: &[BlockQ8K],
+                _: &[Line],
+                out: &mut [f32],
+            ) {
+                rows1_per_row::<Self>(nb, w, rb, rows, y, out)
+            }
         }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dot4(w: &Q6Dec, p: &Q6Prep, acc: __m128) -> __m128 {
-        q6k_dot4(w, p, acc)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
-        buf.clear();
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn rows1(
-        nb: usize,
-        w: &[u8],
-        rb: usize,
-        rows: usize,
-        y: &[BlockQ8K],
-        _: &[Line],
-        out: &mut [f32],
-    ) {
-        rows1_per_row::<Self>(nb, w, rb, rows, y, out)
+    };
+}
+
+kquant_tile4!(Q4KT, K4Prep, k4_prep, k4_dot4);
+kquant_tile4!(Q5KT, K4Prep, k4_prep, k4_dot4);
+kquant_tile4!(Q6KT, Q6Prep, q6_prep, q6k_dot4);
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q6_prep(a: [&BlockQ8K; 4]) -> Q6Prep {
+    Q6Prep {
+        y: q8k_qs4(a),
+        bsums: [
+            join(load256(&a[0].bsums), load256(&a[1].bsums)),
+            join(load256(&a[2].bsums), load256(&a[3].bsums)),
+        ],
+        d: q8k_scales4(a),
     }
 }
 
