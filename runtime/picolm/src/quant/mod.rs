@@ -435,7 +435,7 @@ pub fn vec_dot_multi(
 }
 
 /// `out[i] = vec_dot(ty, n, w_i, act)` for `i in 0..out.len()` (1..=[`ROWS_MAX`] weight rows,
-/// `w_i = w[i * row_bytes..i * row_bytes + ty.row_bytes(n)]`): the decode tile, where each
+/// `w_i = w[i * row_bytes..i * row_bytes + ty.row_bytes(n)]`): a tile of weight rows, where each
 /// activation block is prepared once for several weight rows.
 ///
 /// Same formats, results and fallbacks as [`vec_dot_multi`].

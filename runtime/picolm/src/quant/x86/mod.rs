@@ -42,9 +42,17 @@ pub(super) fn kernels(isa: Isa) -> Option<&'static Kernels> {
     }
 }
 
+/// How far ahead of the current weight step the per-row (decode) dot asks for weight bytes.
+/// Decode streams every weight once from DRAM, and the hardware prefetchers alone left the
+/// per-row kernels stalled on their first load of each line (1536 B ahead gained nothing,
+/// 4 KiB +5-10 %, 8 KiB +10-25 % decode on the llama1b/qwen0.5b-like files, 16 KiB no more).
+pub(super) const PREFETCH_AHEAD: usize = 8192;
+
 /// Defines, inside an ISA module, the `Tile` trait its block kernels implement and the three
 /// drivers built on it: `multi` (one weight row, `N` activation rows: prefill), `rows` (`M`
-/// weight rows, one activation row: decode) and, as `multi::<K, 1>`, the per-row dot.
+/// weight rows, one activation row: `vec_dot_rows`) and, as `multi::<K, 1>`, the per-row dot.
+/// (Decode of 1-7 sequences goes through the AVX-512 `multi_rows` kernels, with activations
+/// prepared once per product; the other ISAs through `multi` row by row.)
 ///
 /// A kernel is split so that work is shared across a tile: `decode` unpacks a step of weight
 /// blocks into registers once per step for all activations, `act` prepares a step of
@@ -52,12 +60,6 @@ pub(super) fn kernels(isa: Isa) -> Option<&'static Kernels> {
 /// accumulator. `finish` reduces the accumulator and adds the blocks past the last whole step.
 /// Each block's integer sum is exact, so every driver and tile size gives the per-row result up
 /// to the order of f32 additions.
-/// How far ahead of the current weight step the per-row (decode) dot asks for weight bytes.
-/// Decode streams every weight once from DRAM, and the hardware prefetchers alone left the
-/// per-row kernels stalled on their first load of each line (1536 B ahead gained nothing,
-/// 4 KiB +5-10 %, 8 KiB +10-25 % decode on the llama1b/qwen0.5b-like files, 16 KiB no more).
-pub(super) const PREFETCH_AHEAD: usize = 8192;
-
 macro_rules! tile_drivers {
     ($feat:literal) => {
         /// A block format's kernel in the parts the drivers below combine (see
