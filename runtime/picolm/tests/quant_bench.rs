@@ -8,7 +8,8 @@
 //!
 //! Columns (GB/s of weight bytes; higher is better):
 //! * `dot`: `vec_dot` over every row with one activation row (decode's mat-vec).
-//! * `rows4`: `vec_dot_rows` with 4 weight rows per call, one activation row (decode).
+//! * `mrows1`, `mrows4`: `vec_dot_multi_rows` (decode of 1 and of 4 sequences) over 64 weight
+//!   rows per call; the `mrows4` figure is weight bytes × 4 ÷ time (1× `mrows1` = no gain).
 //! * `dot×8`, `multi4`, `multi8`: 8 activation rows (prefill), as `vec_dot` looped over the
 //!   8 per weight row, or `vec_dot_multi` tiles of 4 or 8; the figure is weight bytes × 8 ÷
 //!   time, so it compares with `dot` as "how much faster than decoding each row 8 times".
@@ -16,8 +17,8 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use picolm::quant::{
-    GgmlType, Isa, available_isas, quantize_activation, vec_dot_isa, vec_dot_multi_isa,
-    vec_dot_rows_isa,
+    GgmlType, Isa, PreparedActs, available_isas, prepare_acts_isa, quantize_activation,
+    vec_dot_isa, vec_dot_multi_isa, vec_dot_multi_rows_isa,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ fn time(mut pass: impl FnMut() -> f32) -> f64 {
     start.elapsed().as_secs_f64() / f64::from(passes)
 }
 
-fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 5] {
+fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 6] {
     let row = ty.row_bytes(n).unwrap();
     let ab = ty.vec_dot_type().row_bytes(n).unwrap();
     let bytes = w.len() as f64;
@@ -45,15 +46,22 @@ fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 5] {
             .map(|r| vec_dot_isa(isa, ty, n, r, &acts[..ab]).unwrap())
             .sum()
     });
-    let rows4 = time(|| {
-        let mut out = [0.0f32; 4];
-        let mut s = 0.0;
-        for r in w.chunks_exact(4 * row) {
-            vec_dot_rows_isa(isa, ty, n, r, row, &acts[..ab], &mut out).unwrap();
-            s += out[0];
-        }
-        s
-    });
+    let mrows = |m: usize| {
+        const ROWS: usize = 64;
+        let mut prepared = PreparedActs::default();
+        prepare_acts_isa(isa, ty, n, acts, ab, m, &mut prepared).unwrap();
+        let mut out = vec![0.0f32; ROWS * m];
+        time(|| {
+            let mut s = 0.0;
+            for r in w.chunks_exact(ROWS * row) {
+                vec_dot_multi_rows_isa(isa, ty, n, r, row, ROWS, acts, ab, m, &prepared, &mut out)
+                    .unwrap();
+                s += out[0];
+            }
+            s
+        })
+    };
+    let (mrows1, mrows4) = (mrows(1), mrows(4));
     let dot8 = time(|| {
         let mut s = 0.0;
         for r in w.chunks_exact(row) {
@@ -79,7 +87,8 @@ fn bench(ty: GgmlType, isa: Isa, n: usize, w: &[u8], acts: &[u8]) -> [f64; 5] {
     let (m4, m8) = (multi(4), multi(8));
     [
         gbs(dot, 1.0),
-        gbs(rows4, 1.0),
+        gbs(mrows1, 1.0),
+        gbs(mrows4, 4.0),
         gbs(dot8, 8.0),
         gbs(m4, 8.0),
         gbs(m8, 8.0),
@@ -99,8 +108,8 @@ fn vec_dot_throughput() {
         .unwrap_or(48 << 10)
         << 10;
     println!(
-        "{:<6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "format", "isa", "n", "dot", "rows4", "dot×8", "multi4", "multi8"
+        "{:<6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "format", "isa", "n", "dot", "mrows1", "mrows4", "dot×8", "multi4", "multi8"
     );
     for (ty, n) in [
         (Q4_K, n),
@@ -122,7 +131,7 @@ fn vec_dot_throughput() {
             continue;
         }
         let row = ty.row_bytes(n).unwrap();
-        let rows = (matrix_bytes / row).max(4) / 4 * 4;
+        let rows = (matrix_bytes / row).max(64) / 64 * 64;
         // Deterministic bytes; f16 scale fields come out finite enough for timing purposes.
         let w: Vec<u8> = (0..rows * row)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3B)
@@ -139,7 +148,7 @@ fn vec_dot_throughput() {
         for isa in available_isas() {
             let r = bench(ty, isa, n, &w, &acts);
             println!(
-                "{:<6} {:>6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                "{:<6} {:>6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 ty.name(),
                 isa.name(),
                 n,
@@ -147,7 +156,8 @@ fn vec_dot_throughput() {
                 r[1],
                 r[2],
                 r[3],
-                r[4]
+                r[4],
+                r[5]
             );
         }
     }

@@ -377,27 +377,52 @@ fn q8_0_decode1(w: &BlockQ8_0) -> __m256i {
 // packed to i16 and weighted by the sub-block scales with vpdpwssd.
 // ---------------------------------------------------------------------------------------------
 
-/// A Q8_K activation block in registers.
+/// A Q8_K activation block in registers (or, for single-sequence Q4_K/Q5_K decode, prepared
+/// in the [`Line`]s of a `PreparedActs` by [`k4_prepare1`]).
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct Q8KAct {
     y: [__m512i; 4],
     bsums: __m256i,
+    /// Keeps `d` on its own line (see [`Prep`]).
+    pad: __m256i,
     d: __m512,
 }
+// SAFETY: SIMD vectors only; `#[repr(C)]`, 384 bytes at 64-byte alignment.
+unsafe impl Prep for Q8KAct {}
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q8k_act(a: &BlockQ8K) -> Q8KAct {
     Q8KAct {
-        y: [
-            load512(&a.qs[..]),
-            load512(&a.qs[64..]),
-            load512(&a.qs[128..]),
-            load512(&a.qs[192..]),
-        ],
+        y: q8k_qs(a),
         bsums: load256(&a.bsums),
+        pad: _mm256_setzero_si256(),
         d: _mm512_set1_ps(a.d()),
     }
+}
+
+/// [`q8k_act`] with the quants in the nibble order of [`q4k_decode`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k4_act(a: &BlockQ8K) -> Q8KAct {
+    Q8KAct {
+        y: nibble_order(q8k_qs(a)),
+        ..q8k_act(a)
+    }
+}
+
+/// 256 elements in order (64 per vector) → the order in which a Q4_K block's nibbles come out
+/// of two 64-byte loads: `[0..32 | 64..96]`, `[32..64 | 96..128]`, then the same for 128..256.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibble_order(y: [__m512i; 4]) -> [__m512i; 4] {
+    [
+        _mm512_shuffle_i64x2::<0b01_00_01_00>(y[0], y[1]),
+        _mm512_shuffle_i64x2::<0b11_10_11_10>(y[0], y[1]),
+        _mm512_shuffle_i64x2::<0b01_00_01_00>(y[2], y[3]),
+        _mm512_shuffle_i64x2::<0b11_10_11_10>(y[2], y[3]),
+    ]
 }
 
 /// vpermw indices that spread sub-block scales over the i16 lanes of two packed `vpdpbusd`
@@ -406,15 +431,16 @@ fn q8k_act(a: &BlockQ8K) -> Q8KAct {
 /// and then four of p1: i16 lane i = 8L + k comes from p0 (k < 4) or p1 (k ≥ 4), i32 lane
 /// 4L + k % 4.
 ///
-/// Q4_K/Q5_K (rows 0, 1: chunk pair 2P, 2P + 1): p_c's lanes 0..8 are sub-block 2c, 8..16
-/// sub-block 2c + 1, so lane i takes scale 4P + 2·(k ≥ 4) + (L ≥ 2). Row 2 takes min `j / 2`
-/// (from lane 8 of the scale/min vector on) for bsums `j`.
+/// Q4_K/Q5_K (rows 0, 1: vector pair 2P, 2P + 1 in nibble order, see [`q4k_decode`]): p_v's
+/// lanes 0..8 are sub-block 4P + (v % 2), lanes 8..16 sub-block 4P + (v % 2) + 2, so lane i
+/// takes scale 4P + (k ≥ 4) + 2·(L ≥ 2). Row 2 takes min `j / 2` (from lane 8 of the
+/// scale/min vector on) for bsums `j`.
 static K4_IDX: [[u16; 32]; 3] = {
     let mut t = [[0u16; 32]; 3];
     let mut i = 0;
     while i < 32 {
         let (l, k) = (i / 8, i % 8);
-        let sb = 2 * (k >= 4) as usize + (l >= 2) as usize;
+        let sb = (k >= 4) as usize + 2 * (l >= 2) as usize;
         t[0][i] = sb as u16;
         t[1][i] = (4 + sb) as u16;
         t[2][i] = (8 + (i % 16) / 2) as u16;
@@ -495,17 +521,8 @@ fn k4_dot(w: &K4Dec, a: &Q8KAct, acc: f32) -> f32 {
     (-(summ as f32)).mul_add(_mm512_cvtss_f32(w.dmin) * ad, acc)
 }
 
-/// 32 bytes of packed nibbles → [low nibbles | high nibbles] (64 elements in order).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn nibbles_64(qs: &[u8]) -> __m512i {
-    let b = _mm512_broadcast_i64x4(load256(qs));
-    let b = _mm512_mask_srli_epi16(b, 0xFFFF_0000, b, 4);
-    _mm512_and_si512(b, _mm512_set1_epi8(0xF))
-}
-
 macro_rules! kquant_tile {
-    ($name:ident, $wb:ty, $decode:ident, $dot:ident, $dec:ty) => {
+    ($name:ident, $wb:ty, $decode:ident, $act:ident, $dot:ident, $dec:ty) => {
         #[derive(Debug)]
         pub(crate) struct $name;
         impl Tile for $name {
@@ -528,7 +545,7 @@ macro_rules! kquant_tile {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn act(a: &[BlockQ8K]) -> Q8KAct {
-                q8k_act(&a[0])
+                $act(&a[0])
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -547,37 +564,48 @@ macro_rules! kquant_tile {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q4k_decode(x: &BlockQ4K) -> K4Dec {
-    // 32 bytes hold sub-block 2c in the low nibbles and 2c + 1 in the high ones, which pair
-    // with the next 64 activations in order.
-    let q = [
-        nibbles_64(&x.qs[..]),
-        nibbles_64(&x.qs[32..]),
-        nibbles_64(&x.qs[64..]),
-        nibbles_64(&x.qs[96..]),
-    ];
+    // 32 bytes hold sub-block 2c in the low nibbles and 2c + 1 in the high ones. Two 64-byte
+    // loads and a mask or a shift each give the nibble order (sub-blocks 0|2, 1|3, 4|6, 5|7),
+    // which the activations are brought into once ([`k4_act`], [`k4_prepare1`], [`k4_prep`]).
+    let q = nibbles_128(&x.qs);
     k4_dec(q, &x.scales, x.d, x.dmin)
+}
+
+/// 128 bytes of Q4_K/Q5_K nibbles → 256 quants in nibble order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibbles_128(qs: &[u8; 128]) -> [__m512i; 4] {
+    let m = _mm512_set1_epi8(0xF);
+    let (l0, l1) = (load512(&qs[..]), load512(&qs[64..]));
+    [
+        _mm512_and_si512(l0, m),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(l0), m),
+        _mm512_and_si512(l1, m),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(l1), m),
+    ]
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q5k_decode(x: &BlockQ5K) -> K4Dec {
-    // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l.
+    // Bit 2c of qh[l] is the fifth bit of element 64c + l, bit 2c + 1 that of 64c + 32 + l;
+    // in nibble order vector v holds elements 128·(v / 2) + 32·(v % 2) + [0..32 | 64..96].
     let qh = _mm512_broadcast_i64x4(load256(&x.qh));
     let sixteens = _mm512_set1_epi8(16);
-    let mut q = [_mm512_setzero_si512(); 4];
-    for (c, q) in q.iter_mut().enumerate() {
+    let mut q = nibbles_128(&x.qs);
+    for (v, q) in q.iter_mut().enumerate() {
+        let bit = 4 * (v / 2) + v % 2;
         let bits = join(
-            _mm256_set1_epi8((1u8 << (2 * c)) as i8),
-            _mm256_set1_epi8((2u8 << (2 * c)) as i8),
+            _mm256_set1_epi8((1u8 << bit) as i8),
+            _mm256_set1_epi8((4u8 << bit) as i8),
         );
-        let n = nibbles_64(&x.qs[32 * c..]);
-        *q = _mm512_mask_add_epi8(n, _mm512_test_epi8_mask(qh, bits), n, sixteens);
+        *q = _mm512_mask_add_epi8(*q, _mm512_test_epi8_mask(qh, bits), *q, sixteens);
     }
     k4_dec(q, &x.scales, x.d, x.dmin)
 }
 
-kquant_tile!(Q4KT, BlockQ4K, q4k_decode, k4_dot, K4Dec);
-kquant_tile!(Q5KT, BlockQ5K, q5k_decode, k4_dot, K4Dec);
+kquant_tile!(Q4KT, BlockQ4K, q4k_decode, k4_act, k4_dot, K4Dec);
+kquant_tile!(Q5KT, BlockQ5K, q5k_decode, k4_act, k4_dot, K4Dec);
 
 /// A Q6_K block in registers: unsigned quants (0..64) per 64 elements, the sixteen scales
 /// spread over the i16 pair lanes, -32 · scales for the offset, and d.
@@ -634,7 +662,7 @@ fn q6k_dot(w: &Q6Dec, a: &Q8KAct, acc: f32) -> f32 {
     canon(acc, sumi, _mm512_cvtss_f32(w.d), _mm512_cvtss_f32(a.d))
 }
 
-kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q6k_dot, Q6Dec);
+kquant_tile!(Q6KT, BlockQ6K, q6k_decode, q8k_act, q6k_dot, Q6Dec);
 
 // ---------------------------------------------------------------------------------------------
 // Few-sequence decode (`multi_rows`): a run of weight rows against up to eight activation rows.
@@ -672,6 +700,11 @@ fn preps<P: Prep>(buf: &[Line]) -> &[P] {
 /// A block format whose activation steps can be prepared four rows at a time.
 pub(crate) trait Tile4: Tile<Acc = f32> {
     type Prep: Prep;
+    /// A weight step as [`Tile4::dot4`] reads it (most formats: the per-row `Dec`).
+    type Dec4: Copy;
+    /// # Safety
+    /// As [`Tile4::prep`]; `w` holds `STEP` blocks.
+    unsafe fn decode4(w: &[Self::W]) -> Self::Dec4;
     /// Step `s` of the activation rows `ys` (each at least `(s + 1) · STEP` blocks).
     ///
     /// # Safety
@@ -682,7 +715,7 @@ pub(crate) trait Tile4: Tile<Acc = f32> {
     ///
     /// # Safety
     /// As [`Tile4::prep`].
-    unsafe fn dot4(w: &Self::Dec, p: &Self::Prep, acc: __m128) -> __m128;
+    unsafe fn dot4(w: &Self::Dec4, p: &Self::Prep, acc: __m128) -> __m128;
     /// Prepares the one activation row of single-sequence decode (`nb` blocks) into `buf`.
     ///
     /// # Safety
@@ -713,6 +746,7 @@ fn rows1_per_row<K: Tile>(
     rb: usize,
     rows: usize,
     y: &[K::A],
+    _: &[Line],
     out: &mut [f32],
 ) {
     for (i, o) in out[..rows].iter_mut().enumerate() {
@@ -828,6 +862,13 @@ macro_rules! legacy_tile4 {
     ($name:ident, $o:expr) => {
         impl Tile4 for $name {
             type Prep = LegacyPrep;
+            type Dec4 = LegacyDec;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn decode4(w: &[<Self as Tile>::W]) -> LegacyDec {
+                // SAFETY: the caller's contract.
+                unsafe { <Self as Tile>::decode(w) }
+            }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn prep(ys: [&[BlockQ8_0]; 4], s: usize) -> LegacyPrep {
@@ -1011,8 +1052,9 @@ legacy_tile4!(Q8_0T, 128);
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct K4Prep {
-    /// Activation j's 256 quants in `y[4j..4j + 4]` (copied: the kernel then reads one
-    /// contiguous prepared block, with no per-row pointer or bounds arithmetic).
+    /// Activation j's 256 quants in `y[4j..4j + 4]`, in nibble order ([`k4_act`]; copied:
+    /// the kernel then reads one contiguous prepared block, with no per-row pointer or bounds
+    /// arithmetic).
     y: [__m512i; 16],
     bsum32: __m512i,
     d: __m128,
@@ -1113,12 +1155,158 @@ fn q6k_dot4(w: &Q6Dec, p: &Q6Prep, acc: __m128) -> __m128 {
     _mm_fmadd_ps(sumi, _mm_mul_ps(_mm512_castps512_ps128(w.d), p.d), acc)
 }
 
+/// A Q4_K block as [`q4k_dot4`] reads it. Vector v holds, in 128-bit lane c, the low and
+/// then the high nibbles of bytes 8v..8v + 8 of the block's 32-byte chunk c: eight quants of
+/// sub-block 2c, then eight of 2c + 1. Every vector thus has the same sub-block in the same
+/// lanes, so the four `vpdpbusd` of an activation row chain into one accumulator (sixteen
+/// products of one sub-block per i32 lane, |Σ| ≤ 16·15·127 < 2^15) and one pack and one
+/// `vpmaddwd` apply the scales for two rows at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q4KDec4 {
+    q: [__m512i; 4],
+    /// i16 lane 8c + t: the scale of sub-block 2c + (t % 4 ≥ 2) (see [`q4k_dot4`]'s packs).
+    sc: __m512i,
+    /// i16 lane 8c + 2j + e: the min of sub-block 2c + e (any j; see [`Q4KPrep::bsum`]).
+    mins: __m512i,
+    d: __m128,
+    dmin: __m128,
+}
+
+/// vpermw indices over [`k4_dec`]'s scale/min vector (scales in lanes 0..8, mins in 8..16)
+/// for [`Q4KDec4::sc`] and [`Q4KDec4::mins`].
+static Q4K4_IDX: [[u16; 32]; 2] = {
+    let mut t = [[0u16; 32]; 2];
+    let mut i = 0;
+    while i < 32 {
+        let (c, t8) = (i / 8, i % 8);
+        t[0][i] = (2 * c + (t8 % 4 >= 2) as usize) as u16;
+        t[1][i] = (8 + 2 * c + i % 2) as u16;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4k_decode4(x: &BlockQ4K) -> Q4KDec4 {
+    let (l0, l1) = (load512(&x.qs[..]), load512(&x.qs[64..]));
+    let m = _mm512_set1_epi8(0xF);
+    // Qword 2c and 2c + 1 of vector v: qword 4c + v of the 128 bytes (chunk c's qword v),
+    // the second one shifted down to its high nibbles.
+    let shift = _mm512_set_epi64(4, 0, 4, 0, 4, 0, 4, 0);
+    let q = |v: i64| {
+        let idx = _mm512_set_epi64(12 + v, 12 + v, 8 + v, 8 + v, 4 + v, 4 + v, v, v);
+        let x = _mm512_permutex2var_epi64(l0, idx, l1);
+        _mm512_and_si512(_mm512_srlv_epi64(x, shift), m)
+    };
+    let (sc, mn) = k4_scales_mins(&x.scales);
+    let v = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_set_epi64x(
+        i64::from_le_bytes(mn),
+        i64::from_le_bytes(sc),
+    )));
+    let dd = super::f16x2_bits([x.d[0], x.d[1], x.dmin[0], x.dmin[1]]);
+    Q4KDec4 {
+        q: [q(0), q(1), q(2), q(3)],
+        sc: _mm512_permutexvar_epi16(load512(&Q4K4_IDX[0]), v),
+        mins: _mm512_permutexvar_epi16(load512(&Q4K4_IDX[1]), v),
+        d: _mm_shuffle_ps::<0>(dd, dd),
+        dmin: _mm_shuffle_ps::<0b01_01_01_01>(dd, dd),
+    }
+}
+
+/// Four activation rows' Q8_K block in the layout of [`Q4KDec4`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Q4KPrep {
+    /// Activation j's quants in `y[4j..4j + 4]`: vector v, 128-bit lane c = qwords 8c + v and
+    /// 8c + 4 + v (elements 64c + 8v.. and 64c + 32 + 8v..).
+    y: [__m512i; 16],
+    /// i16 lane 8c + 2j + e: activation j's sum over sub-block 2c + e (|Σ| ≤ 32·127).
+    bsum: __m512i,
+    d: __m128,
+}
+// SAFETY: SIMD vectors only; `#[repr(C)]` with 64-byte-aligned members.
+unsafe impl Prep for Q4KPrep {}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4k_prep(a: [&BlockQ8K; 4]) -> Q4KPrep {
+    let mut q = [[0i8; 64]; 16];
+    let mut b = [0i16; 32];
+    for (j, a) in a.iter().enumerate() {
+        for (v, q) in q[4 * j..4 * j + 4].iter_mut().enumerate() {
+            for (c, lane) in q.chunks_exact_mut(16).enumerate() {
+                let (lo, hi) = (64 * c + 8 * v, 64 * c + 32 + 8 * v);
+                lane[..8].copy_from_slice(&a.qs[lo..lo + 8]);
+                lane[8..].copy_from_slice(&a.qs[hi..hi + 8]);
+            }
+        }
+        for c in 0..4 {
+            for e in 0..2 {
+                let s = 2 * c + e;
+                // |Σ| ≤ 32 · 127: exact in i16.
+                b[8 * c + 2 * j + e] = (a.bsum(2 * s) + a.bsum(2 * s + 1)) as i16;
+            }
+        }
+    }
+    Q4KPrep {
+        y: std::array::from_fn(|k| load512(&q[k])),
+        bsum: load512(&b),
+        d: q8k_scales4(a),
+    }
+}
+
+/// [`Tile4::dot4`] for Q4_K: per activation row four chained `vpdpbusd` (one sub-block per
+/// lane, see [`Q4KDec4`]); rows (0, 1) and (2, 3) packed together, so one `vpmaddwd` scales a
+/// pair and leaves row j in lanes 4c + {0, 1} and row k in 4c + {2, 3}; two `vshufps` and an
+/// add bring row j to lane 4c + j, where the mins' `vpmaddwd` already puts it, and one tree
+/// over the four chunks reduces both. Exact integers, then `k4_dot`'s two fused steps.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4k_dot4(w: &Q4KDec4, p: &Q4KPrep, acc: __m128) -> __m128 {
+    let zero = _mm512_setzero_si512();
+    let r = |y: &[__m512i]| {
+        let x = _mm512_dpbusd_epi32(zero, w.q[0], y[0]);
+        let x = _mm512_dpbusd_epi32(x, w.q[1], y[1]);
+        let x = _mm512_dpbusd_epi32(x, w.q[2], y[2]);
+        _mm512_dpbusd_epi32(x, w.q[3], y[3])
+    };
+    let (r0, r1, r2, r3) = (r(&p.y[..4]), r(&p.y[4..8]), r(&p.y[8..12]), r(&p.y[12..]));
+    let a01 = _mm512_castsi512_ps(_mm512_madd_epi16(_mm512_packs_epi32(r0, r1), w.sc));
+    let a23 = _mm512_castsi512_ps(_mm512_madd_epi16(_mm512_packs_epi32(r2, r3), w.sc));
+    // Lane 4c + j: row j's scaled sums of sub-blocks 2c and 2c + 1.
+    let c = _mm512_add_epi32(
+        _mm512_castps_si512(_mm512_shuffle_ps::<0b10_00_10_00>(a01, a23)),
+        _mm512_castps_si512(_mm512_shuffle_ps::<0b11_01_11_01>(a01, a23)),
+    );
+    let m = _mm512_madd_epi16(p.bsum, w.mins);
+    // Chunks summed: 128-bit lane 0 the four rows' sumi, lane 2 their summ.
+    let z = _mm512_add_epi32(
+        _mm512_shuffle_i64x2::<0b01_00_01_00>(c, m),
+        _mm512_shuffle_i64x2::<0b11_10_11_10>(c, m),
+    );
+    let z = _mm512_add_epi32(z, _mm512_shuffle_i64x2::<0b10_11_00_01>(z, z));
+    let f = _mm512_cvtepi32_ps(z);
+    let (sumi, summ) = (_mm512_castps512_ps128(f), _mm512_extractf32x4_ps::<2>(f));
+    let acc = _mm_fmadd_ps(sumi, _mm_mul_ps(w.d, p.d), acc);
+    _mm_fnmadd_ps(summ, _mm_mul_ps(w.dmin, p.d), acc)
+}
+
 /// Implements [`Tile4`] for a K-quant tile from its prepared-block type, its preparation and
-/// its four-row dot; one activation row goes through the per-row dot.
+/// its four-row dot, and the preparation and rows of single-sequence decode.
 macro_rules! kquant_tile4 {
-    ($name:ident, $prep:ty, $prepare:ident, $dot4:ident) => {
+    (
+        $name:ident, $dec4:ty, $decode4:ident, $prep:ty, $prepare:ident, $dot4:ident,
+        $prepare1:ident, $rows1:ident
+    ) => {
         impl Tile4 for $name {
             type Prep = $prep;
+            type Dec4 = $dec4;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn decode4(w: &[<Self as Tile>::W]) -> $dec4 {
+                $decode4(&w[0])
+            }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn prep(ys: [&[BlockQ8K]; 4], s: usize) -> $prep {
@@ -1126,13 +1314,13 @@ macro_rules! kquant_tile4 {
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn dot4(w: &<Self as Tile>::Dec, p: &$prep, acc: __m128) -> __m128 {
+            unsafe fn dot4(w: &$dec4, p: &$prep, acc: __m128) -> __m128 {
                 $dot4(w, p, acc)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
-                buf.clear();
+            unsafe fn prepare1(nb: usize, y: &[BlockQ8K], buf: &mut Vec<Line>) {
+                $prepare1(nb, y, buf)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1142,18 +1330,101 @@ macro_rules! kquant_tile4 {
                 rb: usize,
                 rows: usize,
                 y: &[BlockQ8K],
-                _: &[Line],
+                prepared: &[Line],
                 out: &mut [f32],
             ) {
-                rows1_per_row::<Self>(nb, w, rb, rows, y, out)
+                $rows1::<Self>(nb, w, rb, rows, y, prepared, out)
             }
         }
     };
 }
 
-kquant_tile4!(Q4KT, K4Prep, k4_prep, k4_dot4);
-kquant_tile4!(Q5KT, K4Prep, k4_prep, k4_dot4);
-kquant_tile4!(Q6KT, Q6Prep, q6_prep, q6k_dot4);
+kquant_tile4!(
+    Q4KT,
+    Q4KDec4,
+    q4k_decode4,
+    Q4KPrep,
+    q4k_prep,
+    q4k_dot4,
+    k4_prepare1,
+    k4_rows1
+);
+kquant_tile4!(
+    Q5KT,
+    K4Dec,
+    q5k_decode,
+    K4Prep,
+    k4_prep,
+    k4_dot4,
+    k4_prepare1,
+    k4_rows1
+);
+kquant_tile4!(
+    Q6KT,
+    Q6Dec,
+    q6k_decode,
+    Q6Prep,
+    q6_prep,
+    q6k_dot4,
+    no_prepare1,
+    rows1_per_row
+);
+
+/// [`Tile4::prepare1`] of a format whose single-sequence decode reads the activation row as is.
+fn no_prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
+    buf.clear();
+}
+
+/// [`Tile4::prepare1`] for Q4_K/Q5_K: the row's blocks in nibble order ([`k4_act`]), so that
+/// the kernel does not shuffle them again for every weight row.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k4_prepare1(nb: usize, y: &[BlockQ8K], buf: &mut Vec<Line>) {
+    for (p, a) in preps_mut::<Q8KAct>(buf, nb).iter_mut().zip(&y[..nb]) {
+        *p = k4_act(a);
+    }
+}
+
+/// [`Tile4::rows1`] for Q4_K/Q5_K: each row through the per-row dot against the blocks
+/// [`k4_prepare1`] made.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k4_rows1<K>(
+    nb: usize,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    _: &[BlockQ8K],
+    prepared: &[Line],
+    out: &mut [f32],
+) where
+    K: Tile<A = BlockQ8K, Dec = K4Dec, Act = Q8KAct, Acc = f32>,
+{
+    let acts = preps::<Q8KAct>(prepared);
+    assert_eq!(
+        acts.len(),
+        nb,
+        "vec_dot_multi_rows: activations prepared for another row"
+    );
+    let block_bytes = std::mem::size_of::<K::W>();
+    // SAFETY: `K` is a tile of this module, whose methods need a subset of the features this
+    // function is compiled for.
+    unsafe {
+        for (i, o) in out[..rows].iter_mut().enumerate() {
+            let wr = as_blocks::<K::W>(&w[i.saturating_mul(rb)..], nb);
+            let mut acc = 0f32;
+            for (b, a) in wr.chunks_exact(1).zip(acts) {
+                // As in `multi`: the weight rows stream once from DRAM.
+                let pw = b.as_ptr().cast::<i8>();
+                for k in (0..block_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T1>(pw.wrapping_add(super::PREFETCH_AHEAD + k));
+                }
+                acc = K::dot(&K::decode(b), a, acc);
+            }
+            *o = acc;
+        }
+    }
+}
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1178,8 +1449,9 @@ fn k4_prep(a: [&BlockQ8K; 4]) -> K4Prep {
             *b = (a[j].bsum(2 * k) + a[j].bsum(2 * k + 1)) as i16;
         }
     }
+    let q = a.map(|a| nibble_order(q8k_qs(a)));
     K4Prep {
-        y: q8k_qs4(a),
+        y: std::array::from_fn(|k| q[k / 4][k % 4]),
         bsum32: load512(&b),
         d: q8k_scales4(a),
     }
@@ -1280,12 +1552,15 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
                 for k in (0..step_bytes).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T1>(pw.wrapping_add(super::PREFETCH_AHEAD + k));
                 }
-                let dec = K::decode(&wr[r.clone()]);
+                let dec4 = K::decode4(&wr[r.clone()]);
                 for g in 0..G {
-                    acc4[g] = K::dot4(&dec, &prep[g * steps + s], acc4[g]);
+                    acc4[g] = K::dot4(&dec4, &prep[g * steps + s], acc4[g]);
                 }
-                for (k, a) in acc1.iter_mut().enumerate() {
-                    *a = K::dot(&dec, &K::act(&ys[grouped + k][r.clone()]), *a);
+                if S > 0 {
+                    let dec = K::decode(&wr[r.clone()]);
+                    for (k, a) in acc1.iter_mut().enumerate() {
+                        *a = K::dot(&dec, &K::act(&ys[grouped + k][r.clone()]), *a);
+                    }
                 }
             }
             for (g, acc) in acc4.iter().enumerate() {
