@@ -13,6 +13,10 @@
 //! * Q4_K, Q5_K, Q6_K: unsigned quants × activations with `vpdpbusd` (sums of four products,
 //!   |sum| ≤ 4·63·127 < 2^15), two results packed to i16 and weighted by the sub-block scales
 //!   with one `vpdpwssd`; mins (Q4_K/Q5_K) and Q6_K's -32 offset through Q8_K's bsums.
+//!   Q4_K/Q5_K quants come out of the block in "nibble order" (two 64-byte loads, a mask or a
+//!   shift each), and the activations are brought into that order once per product. The
+//!   four-row decode tile of Q4_K uses a layout of its own ([`Q4KDec4`]) in which each i32
+//!   lane sums one sub-block over all 256 elements, which only 4-bit quants keep within i16.
 //!
 //! Every function here is compiled for `avx512f,avx512bw,avx512vl,avx512vnni` on top of the
 //! AVX2 set and must only be called once those features have been detected.
