@@ -388,7 +388,7 @@ fn q8_0_decode1(w: &BlockQ8_0) -> __m256i {
 pub(crate) struct Q8KAct {
     y: [__m512i; 4],
     bsums: __m256i,
-    /// Keeps `d` on its own line (see [`Prep`]).
+    /// Explicit, so that the block has no implicit padding (see [`Prep`]).
     pad: __m256i,
     d: __m512,
 }
