@@ -16,10 +16,10 @@
 
 use half::f16;
 use picolm::quant::{
-    self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, PreparedActs, QuantError, ROWS_MAX, available_isas,
+    self, GEMM_ROWS, GgmlType, Isa, MULTI_MAX, PreparedActs, QuantError, available_isas,
     dequantize, gemm, gemm_isa, prepare_acts, prepare_acts_isa, quantize_activation,
     quantize_activation_isa, try_vec_dot, vec_dot, vec_dot_isa, vec_dot_multi, vec_dot_multi_isa,
-    vec_dot_multi_rows, vec_dot_multi_rows_isa, vec_dot_rows, vec_dot_rows_isa,
+    vec_dot_multi_rows, vec_dot_multi_rows_isa,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -316,26 +316,21 @@ fn scalar_tolerance(ty: GgmlType, w: &[u8], act: &[u8], n: usize) -> f64 {
 #[test]
 fn tiles_match_scalar_per_row_dots() {
     // Every format, ISA and tile size: vec_dot_multi (1..=8 activation rows, strided, with
-    // padding between rows) and vec_dot_rows (1..=4 weight rows, strided) against the scalar
-    // per-row vec_dot, within the per-row SIMD tolerance; on the scalar ISA, bit-identical.
+    // padding between rows) against the scalar per-row vec_dot, within the per-row SIMD
+    // tolerance; on the scalar ISA, bit-identical.
     let mut rng = StdRng::seed_from_u64(0x711E);
     let mut checked = 0;
     for ty in FORMATS {
         let vdt = ty.vec_dot_type();
         for &nb in block_counts(ty) {
             let n = nb * ty.block_len();
-            let (wb, ab) = (ty.row_bytes(n).unwrap(), vdt.row_bytes(n).unwrap());
+            let ab = vdt.row_bytes(n).unwrap();
             let pattern = [Pattern::Random, Pattern::HighBit, Pattern::AllOnes][checked % 3];
             let extreme = checked % 2 == 1;
-            // Rows `stride` bytes apart, the gap filled with junk the kernels must not read.
-            let (wstride, astride) = (wb + 3, ab + 5);
-            let mut ws = vec![0xA5u8; wstride * ROWS_MAX];
-            let mut w_rows = Vec::new();
-            for i in 0..ROWS_MAX {
-                let w = weight_row(&mut rng, ty, n, pattern);
-                ws[i * wstride..i * wstride + wb].copy_from_slice(&w);
-                w_rows.push(w);
-            }
+            let w = weight_row(&mut rng, ty, n, pattern);
+            // Activation rows `astride` bytes apart, the gap filled with junk the kernels must
+            // not read.
+            let astride = ab + 5;
             let mut acts = vec![0x5Au8; astride * MULTI_MAX];
             let mut a_rows = Vec::new();
             for j in 0..MULTI_MAX {
@@ -346,40 +341,19 @@ fn tiles_match_scalar_per_row_dots() {
             for isa in available_isas() {
                 for m in 1..=MULTI_MAX {
                     let mut out = vec![f32::NAN; m];
-                    vec_dot_multi_isa(isa, ty, n, &w_rows[0], &acts, astride, &mut out).unwrap();
+                    vec_dot_multi_isa(isa, ty, n, &w, &acts, astride, &mut out).unwrap();
                     for (j, &got) in out.iter().enumerate() {
-                        let (w, a) = (&w_rows[0], &a_rows[j]);
-                        let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
+                        let a = &a_rows[j];
+                        let reference = vec_dot_isa(Isa::Scalar, ty, n, &w, a).unwrap();
                         let tol = if isa == Isa::Scalar {
                             0.0
                         } else {
-                            scalar_tolerance(ty, w, a, n)
+                            scalar_tolerance(ty, &w, a, n)
                         };
                         let err = f64::from((got - reference).abs());
                         assert!(
                             err <= tol,
                             "multi {ty} {isa:?} n={n} m={m} j={j}: {got} vs scalar {reference} \
-                             (|err| {err:e} > tol {tol:e})"
-                        );
-                        checked += 1;
-                    }
-                }
-                for m in 1..=ROWS_MAX {
-                    let mut out = vec![f32::NAN; m];
-                    let a = &a_rows[m - 1];
-                    vec_dot_rows_isa(isa, ty, n, &ws, wstride, a, &mut out).unwrap();
-                    for (i, &got) in out.iter().enumerate() {
-                        let w = &w_rows[i];
-                        let reference = vec_dot_isa(Isa::Scalar, ty, n, w, a).unwrap();
-                        let tol = if isa == Isa::Scalar {
-                            0.0
-                        } else {
-                            scalar_tolerance(ty, w, a, n)
-                        };
-                        let err = f64::from((got - reference).abs());
-                        assert!(
-                            err <= tol,
-                            "rows {ty} {isa:?} n={n} m={m} i={i}: {got} vs scalar {reference} \
                              (|err| {err:e} > tol {tol:e})"
                         );
                         checked += 1;
@@ -695,10 +669,6 @@ fn active_tiles_are_the_active_isas() {
         vec_dot_multi(ty, n, &ws, &acts, ab, &mut a);
         vec_dot_multi_isa(quant::isa(), ty, n, &ws, &acts, ab, &mut b).unwrap();
         assert_eq!(a, b, "{ty}");
-        let (mut a, mut b) = ([0.0f32; 3], [0.0f32; 3]);
-        vec_dot_rows(ty, n, &ws, wb, &acts, &mut a);
-        vec_dot_rows_isa(quant::isa(), ty, n, &ws, wb, &acts, &mut b).unwrap();
-        assert_eq!(a, b, "{ty}");
         // A tile of one is the per-row dot exactly.
         let mut one = [0.0f32];
         vec_dot_multi(ty, n, &ws, &acts, ab, &mut one);
@@ -742,15 +712,31 @@ fn tiles_check_their_bounds() {
                     }),
                 ),
                 (
-                    "rows 5",
+                    "multi_rows 9",
                     Box::new(|| {
-                        vec_dot_rows_isa(isa, ty, n, &w, 0, &acts, &mut [0.0; 5]);
+                        let mut p = PreparedActs::default();
+                        prepare_acts_isa(isa, ty, n, &acts, 0, 9, &mut p);
                     }),
                 ),
                 (
-                    "rows past end",
+                    "multi_rows past end",
                     Box::new(|| {
-                        vec_dot_rows_isa(isa, ty, n, &w[..2 * wb - 1], wb, &acts, &mut [0.0; 2]);
+                        let mut p = PreparedActs::default();
+                        prepare_acts_isa(isa, ty, n, &acts, ab, 2, &mut p).unwrap();
+                        let w = &w[..2 * wb - 1];
+                        vec_dot_multi_rows_isa(
+                            isa,
+                            ty,
+                            n,
+                            w,
+                            wb,
+                            2,
+                            &acts,
+                            ab,
+                            2,
+                            &p,
+                            &mut [0.0; 4],
+                        );
                     }),
                 ),
             ];

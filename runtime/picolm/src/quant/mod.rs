@@ -238,8 +238,6 @@ impl Drop for PreparedActs {
         self.wipe();
     }
 }
-/// `fn(n, weight rows, weight row stride, activation row, out)`: [`vec_dot_rows`]'s contract.
-pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
 /// `fn(x, dst)`: quantizes an f32 row into an activation format, `dst` exactly its bytes.
 pub(crate) type QuantFn = fn(&[f32], &mut [u8]);
 /// `fn(n, weight rows, weight row stride, activations, activation stride, rows, out)`:
@@ -254,9 +252,8 @@ pub(crate) struct Kernels {
     pub(crate) isa: Isa,
     /// Indexed by type id; `None` for types without a kernel.
     pub(crate) dot: [Option<DotFn>; TYPE_COUNT],
-    /// Tile kernels; `None` where [`vec_dot_multi`] / [`vec_dot_rows`] loop over `dot`.
+    /// Tile kernels; `None` where [`vec_dot_multi`] loops over `dot`.
     pub(crate) multi: [Option<MultiFn>; TYPE_COUNT],
-    pub(crate) rows: [Option<RowsFn>; TYPE_COUNT],
     /// Few-sequence decode over a run of weight rows, activations prepared once for the run;
     /// `None` where [`vec_dot_multi_rows`] calls `multi` (or `dot`) row by row.
     pub(crate) multi_rows: [Option<MultiRowsFn>; TYPE_COUNT],
@@ -315,7 +312,6 @@ static SCALAR: LazyLock<Kernels> = LazyLock::new(|| {
         silu_mul: None,
         dot,
         multi: [None; TYPE_COUNT],
-        rows: [None; TYPE_COUNT],
         multi_rows: [None; TYPE_COUNT],
         prepare: [None; TYPE_COUNT],
         gemm: [None; TYPE_COUNT],
@@ -407,8 +403,6 @@ pub fn vec_dot_isa(isa: Isa, ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Op
 
 /// Most activation rows one [`vec_dot_multi`] call takes.
 pub const MULTI_MAX: usize = 8;
-/// Most weight rows one [`vec_dot_rows`] call takes.
-pub const ROWS_MAX: usize = 4;
 
 /// `out[j] = vec_dot(ty, n, w, act_j)` for `j in 0..out.len()` (1..=[`MULTI_MAX`] activation
 /// rows, `act_j = acts[j * stride..j * stride + ty.vec_dot_type().row_bytes(n)]`), reading the
@@ -434,27 +428,6 @@ pub fn vec_dot_multi(
     multi_on(&ACTIVE, ty, n, w, acts, stride, out)
 }
 
-/// `out[i] = vec_dot(ty, n, w_i, act)` for `i in 0..out.len()` (1..=[`ROWS_MAX`] weight rows,
-/// `w_i = w[i * row_bytes..i * row_bytes + ty.row_bytes(n)]`): a tile of weight rows, where each
-/// activation block is prepared once for several weight rows.
-///
-/// Same formats, results and fallbacks as [`vec_dot_multi`].
-///
-/// # Panics
-/// As [`vec_dot`], and if `out` is empty or longer than [`ROWS_MAX`] or a weight row lies past
-/// the end of `w`.
-#[inline]
-pub fn vec_dot_rows(
-    ty: GgmlType,
-    n: usize,
-    w: &[u8],
-    row_bytes: usize,
-    act: &[u8],
-    out: &mut [f32],
-) {
-    rows_on(&ACTIVE, ty, n, w, row_bytes, act, out)
-}
-
 /// [`vec_dot_multi`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot
 /// run `isa`. Same contract.
 pub fn vec_dot_multi_isa(
@@ -467,21 +440,6 @@ pub fn vec_dot_multi_isa(
     out: &mut [f32],
 ) -> Option<()> {
     multi_on(kernels(isa)?, ty, n, w, acts, stride, out);
-    Some(())
-}
-
-/// [`vec_dot_rows`] on a given ISA's kernels; `None` (and `out` untouched) if this CPU cannot
-/// run `isa`. Same contract.
-pub fn vec_dot_rows_isa(
-    isa: Isa,
-    ty: GgmlType,
-    n: usize,
-    w: &[u8],
-    row_bytes: usize,
-    act: &[u8],
-    out: &mut [f32],
-) -> Option<()> {
-    rows_on(kernels(isa)?, ty, n, w, row_bytes, act, out);
     Some(())
 }
 
@@ -668,31 +626,6 @@ fn multi_on(
         None => {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = dot(n, w, &acts[j.saturating_mul(stride)..]);
-            }
-        }
-    }
-}
-
-fn rows_on(
-    k: &Kernels,
-    ty: GgmlType,
-    n: usize,
-    w: &[u8],
-    row_bytes: usize,
-    act: &[u8],
-    out: &mut [f32],
-) {
-    let dot = dot_fn(k, ty);
-    assert!(
-        (1..=ROWS_MAX).contains(&out.len()),
-        "vec_dot_rows: {} weight rows (1..={ROWS_MAX} allowed)",
-        out.len()
-    );
-    match k.rows[ty as usize] {
-        Some(f) => f(n, w, row_bytes, act, out),
-        None => {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot(n, &w[i.saturating_mul(row_bytes)..], act);
             }
         }
     }

@@ -15,7 +15,7 @@ use super::blocks::{
 use super::types::TYPE_COUNT;
 use super::{
     DotFn, GemmFn, GgmlType, Isa, Kernels, Line, MULTI_MAX, MultiFn, MultiRowsFn, PrepareFn,
-    QuantFn, RowsFn,
+    QuantFn,
 };
 use std::sync::LazyLock;
 
@@ -48,9 +48,9 @@ pub(super) fn kernels(isa: Isa) -> Option<&'static Kernels> {
 /// 4 KiB +5-10 %, 8 KiB +10-25 % decode on the llama1b/qwen0.5b-like files, 16 KiB no more).
 pub(super) const PREFETCH_AHEAD: usize = 8192;
 
-/// Defines, inside an ISA module, the `Tile` trait its block kernels implement and the three
-/// drivers built on it: `multi` (one weight row, `N` activation rows: prefill), `rows` (`M`
-/// weight rows, one activation row: `vec_dot_rows`) and, as `multi::<K, 1>`, the per-row dot.
+/// Defines, inside an ISA module, the `Tile` trait its block kernels implement and the
+/// driver built on it: `multi` (one weight row, `N` activation rows) and, as `multi::<K, 1>`,
+/// the per-row dot.
 /// (Decode of 1-7 sequences goes through the AVX-512 `multi_rows` kernels, with activations
 /// prepared once per product; the other ISAs through `multi` row by row.)
 ///
@@ -135,21 +135,6 @@ macro_rules! tile_drivers {
                 out
             }
         }
-
-        /// `[ws[i] · y for i in 0..M]`. Every `ws[i]` must hold at least `y.len()` blocks.
-        ///
-        /// Rows are streamed one after another. Interleaving them step by step (to prepare
-        /// each activation step once) ran 1.5-3x slower from DRAM: four short interleaved
-        /// streams defeat the hardware prefetchers, and software prefetch did not recover it.
-        /// Decode is bound by memory bandwidth, so the sequential order wins.
-        #[target_feature(enable = $feat)]
-        pub(crate) fn rows<K: Tile, const M: usize>(ws: [&[K::W]; M], y: &[K::A]) -> [f32; M] {
-            let mut out = [0.0; M];
-            for (o, w) in out.iter_mut().zip(ws) {
-                *o = multi::<K, 1>(&w[..y.len()], [y])[0];
-            }
-            out
-        }
     };
 }
 pub(super) use tile_drivers;
@@ -215,29 +200,7 @@ macro_rules! tile_fns {
                 m => panic!("vec_dot_multi: {m} activation rows (1..=8 allowed)"),
             }
         }
-        fn rows_n<const M: usize>(nb: usize, w: &[u8], rb: usize, act: &[u8], out: &mut [f32]) {
-            let ws: [&[W]; M] =
-                std::array::from_fn(|i| as_blocks::<W>(&w[i.saturating_mul(rb)..], nb));
-            let a = as_blocks::<A>(act, nb);
-            // SAFETY: as in `dot`.
-            out.copy_from_slice(&unsafe { $m::rows::<$k, M>(ws, a) });
-        }
-        fn rows(n: usize, w: &[u8], rb: usize, act: &[u8], out: &mut [f32]) {
-            debug_assert!(n.is_multiple_of($len));
-            let nb = n / $len;
-            match out.len() {
-                1 => rows_n::<1>(nb, w, rb, act, out),
-                2 => rows_n::<2>(nb, w, rb, act, out),
-                3 => rows_n::<3>(nb, w, rb, act, out),
-                4 => rows_n::<4>(nb, w, rb, act, out),
-                m => panic!("vec_dot_rows: {m} weight rows (1..=4 allowed)"),
-            }
-        }
-        (
-            Some(dot as DotFn),
-            Some(multi as MultiFn),
-            Some(rows as RowsFn),
-        )
+        (Some(dot as DotFn), Some(multi as MultiFn))
     }};
 }
 
@@ -334,8 +297,7 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
     use GgmlType::*;
     let mut dot: [Option<DotFn>; TYPE_COUNT] = [None; TYPE_COUNT];
     let mut multi: [Option<MultiFn>; TYPE_COUNT] = [None; TYPE_COUNT];
-    let mut rows: [Option<RowsFn>; TYPE_COUNT] = [None; TYPE_COUNT];
-    for (ty, (d, m, r)) in [
+    for (ty, (d, m)) in [
         (Q4_0, tile_fns!(avx2, avx2::Q4_0T, 32)),
         (Q5_0, tile_fns!(avx2, avx2::Q5_0T, 32)),
         (Q8_0, tile_fns!(avx2, avx2::Q8_0T, 32)),
@@ -343,7 +305,7 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         (Q5_K, tile_fns!(avx2, avx2::Q5KT, 256)),
         (Q6_K, tile_fns!(avx2, avx2::Q6KT, 256)),
     ] {
-        (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
+        (dot[ty as usize], multi[ty as usize]) = (d, m);
     }
     dot[Q4_1 as usize] = simd_block_dot!(BlockQ4_1, BlockQ8_1, 32, avx2::dot_q4_1);
     dot[Q5_1 as usize] = simd_block_dot!(BlockQ5_1, BlockQ8_1, 32, avx2::dot_q5_1);
@@ -370,7 +332,6 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
         silu_mul: None,
         dot,
         multi,
-        rows,
         multi_rows: [None; TYPE_COUNT],
         prepare: [None; TYPE_COUNT],
         // A GEMM here needs the tiles' canonical f32 order (see `avx512::canon`) first.
@@ -385,8 +346,8 @@ static AVX2: LazyLock<Kernels> = LazyLock::new(|| {
 static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
     use GgmlType::*;
     // Formats without an AVX-512 kernel keep the AVX2 one (the AVX-512 set includes AVX2).
-    let (mut dot, mut multi, mut rows) = (AVX2.dot, AVX2.multi, AVX2.rows);
-    for (ty, (d, m, r)) in [
+    let (mut dot, mut multi) = (AVX2.dot, AVX2.multi);
+    for (ty, (d, m)) in [
         (Q4_0, tile_fns!(avx512, avx512::Q4_0T, 32)),
         (Q5_0, tile_fns!(avx512, avx512::Q5_0T, 32)),
         (Q8_0, tile_fns!(avx512, avx512::Q8_0T, 32)),
@@ -394,7 +355,7 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         (Q5_K, tile_fns!(avx512, avx512::Q5KT, 256)),
         (Q6_K, tile_fns!(avx512, avx512::Q6KT, 256)),
     ] {
-        (dot[ty as usize], multi[ty as usize], rows[ty as usize]) = (d, m, r);
+        (dot[ty as usize], multi[ty as usize]) = (d, m);
     }
     dot[F16 as usize] = simd_flat_dot!(avx512::dot_f16);
     let mut multi_rows: [Option<MultiRowsFn>; TYPE_COUNT] = [None; TYPE_COUNT];
@@ -478,7 +439,6 @@ static AVX512: LazyLock<Kernels> = LazyLock::new(|| {
         silu_mul: Some(silu_mul),
         dot,
         multi,
-        rows,
         multi_rows,
         prepare,
         gemm,
