@@ -61,7 +61,7 @@ fn detect_honours_the_override_or_fails_loudly() {
 }
 
 mod detection {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use power_attest::TeeKind;
@@ -71,11 +71,12 @@ mod detection {
     };
     use power_attest::simulated::SimulatedAuthority;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("a3s-detect-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// An empty directory, removed when the returned guard drops.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("a3s-detect-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     /// Stands in for /dev/sev-guest: reports in the real layout, plus a host certificate table.
@@ -118,7 +119,8 @@ mod detection {
 
     #[test]
     fn candidates_follow_the_order_and_the_config() {
-        let d = scratch("cand");
+        let tmp = scratch("cand");
+        let d = tmp.path();
         let tsm = d.join("tsm");
         let dev = d.join("sev-guest");
         let mut det = Detection {
@@ -149,7 +151,8 @@ mod detection {
 
     #[test]
     fn falls_through_a_broken_tsm_to_the_sev_guest_device() {
-        let d = scratch("open");
+        let tmp = scratch("open");
+        let d = tmp.path();
         let tsm = d.join("tsm");
         std::fs::create_dir(&tsm).unwrap(); // a directory with no configfs provider behind it
         let dev = d.join("sev-guest");
@@ -196,7 +199,8 @@ mod detection {
 
     #[test]
     fn nothing_found_names_every_path() {
-        let d = scratch("none");
+        let tmp = scratch("none");
+        let d = tmp.path();
         let det = Detection {
             tsm_root: d.join("no-tsm"),
             sev_guest_device: d.join("no-dev"),

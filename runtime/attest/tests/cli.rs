@@ -9,18 +9,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_a3s-power-verify"))
 }
 
-fn tmp(name: &str, content: &[u8]) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("a3s-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
+/// `content` written to `name` in `dir` (a test's own directory, removed when it ends).
+fn tmp(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(&p, content).unwrap();
     p
 }
 
 #[test]
 fn offline_real_report_lists_checks_and_fails_on_binding() {
+    let dir = tempfile::tempdir().unwrap();
     let report = power_attest::snp::SnpReport::parse(&data("snp/milan-v3-report.bin")).unwrap();
     let policy = tmp(
+        &dir,
         "p1.json",
         format!(
             r#"{{"referenceValueSets":[{{"name":"ms","snp":{{"measurements":["{}"]}}}}]}}"#,
@@ -69,6 +70,7 @@ fn offline_real_report_lists_checks_and_fails_on_binding() {
 
 #[test]
 fn offline_simulated_bundle_passes_and_bad_policy_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
     let auth = power_attest::simulated::SimulatedAuthority::default_authority().unwrap();
     let rd = power_attest::ReportData {
         nonce: [3; 32],
@@ -77,8 +79,9 @@ fn offline_simulated_bundle_passes_and_bad_policy_is_a_usage_error() {
     };
     let b = auth.bundle(&rd.to_bytes(), &[1; 48]);
     let doc = power_attest::AttestationDocument::from_bundle(&b, &rd, None);
-    let f = tmp("doc.json", &serde_json::to_vec(&doc).unwrap());
+    let f = tmp(&dir, "doc.json", &serde_json::to_vec(&doc).unwrap());
     let policy = tmp(
+        &dir,
         "p2.json",
         format!(r#"{{"allowSimulated":true,"referenceValueSets":[{{"simulated":{{"measurements":["{}"]}}}}]}}"#, hex::encode([1u8; 48])).as_bytes(),
     );
@@ -107,6 +110,7 @@ fn offline_simulated_bundle_passes_and_bad_policy_is_a_usage_error() {
     let bad = run(&hex::encode([4u8; 32]));
     assert_eq!(bad.status.code(), Some(1));
     let bad_policy = tmp(
+        &dir,
         "p3.json",
         br#"{"referenceValueSets":[{"snp":{"measurements":["zz"]}}]}"#,
     );

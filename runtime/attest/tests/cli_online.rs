@@ -107,10 +107,9 @@ fn respond(target: &str, spki: [u8; 32], attester: &SimulatedAttester) -> (&'sta
     ("200 OK", serde_json::to_vec(&doc).unwrap())
 }
 
-fn policy_file(name: &str, measurement: [u8; 48]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("a3s-cli-online-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
+/// A policy file `name` in `dir` (a test's own directory, removed when it ends).
+fn policy_file(dir: &tempfile::TempDir, name: &str, measurement: [u8; 48]) -> PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(
         &p,
         format!(
@@ -158,8 +157,9 @@ const CHECKS: &[&str] = &[
 
 #[test]
 fn online_pass_lists_every_check() {
+    let dir = tempfile::tempdir().unwrap();
     let port = serve();
-    let out = verify_url(port, &policy_file("ok.json", MEAS), MODEL_NAME, &[]);
+    let out = verify_url(port, &policy_file(&dir, "ok.json", MEAS), MODEL_NAME, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -182,10 +182,11 @@ fn online_pass_lists_every_check() {
 
 #[test]
 fn online_json_parses_and_another_measurement_fails_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
     let port = serve();
     let out = verify_url(
         port,
-        &policy_file("ok2.json", MEAS),
+        &policy_file(&dir, "ok2.json", MEAS),
         MODEL_NAME,
         &["--json"],
     );
@@ -206,7 +207,7 @@ fn online_json_parses_and_another_measurement_fails_with_exit_1() {
     }
 
     // A policy pinning another measurement: the handshake is refused, exit code 1, verdict shown.
-    let other = policy_file("other.json", [0x43; 48]);
+    let other = policy_file(&dir, "other.json", [0x43; 48]);
     let out = verify_url(port, &other, MODEL_NAME, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -224,7 +225,7 @@ fn online_json_parses_and_another_measurement_fails_with_exit_1() {
     assert!(v["fresh"].is_null());
 
     // An unknown model is a server error (exit 2) naming the status.
-    let out = verify_url(port, &policy_file("ok3.json", MEAS), "nope", &[]);
+    let out = verify_url(port, &policy_file(&dir, "ok3.json", MEAS), "nope", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }

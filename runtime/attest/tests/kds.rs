@@ -95,10 +95,9 @@ impl Kds {
     }
 }
 
-fn cache_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("a3s-kds-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A directory `name` that does not exist yet, inside `scratch` (removed when the test ends).
+fn cache_dir(scratch: &tempfile::TempDir, name: &str) -> PathBuf {
+    scratch.path().join(name)
 }
 
 /// The KDS path of a corpus report's VCEK.
@@ -146,7 +145,8 @@ fn policy_for(report: &str) -> Policy {
 #[test]
 fn fetches_once_then_serves_from_the_cache() {
     let kds = corpus_kds();
-    let dir = cache_dir("cache");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = cache_dir(&scratch, "cache");
     let report = "snp/milan-v3-report.bin";
     let vp = vcek_path(report);
     let client = KdsClient::new(&kds.url()).unwrap().with_cache_dir(&dir);
@@ -221,7 +221,8 @@ fn walk(d: &std::path::Path) -> Vec<PathBuf> {
 #[test]
 fn corrupt_or_foreign_cache_entries_are_refetched() {
     let kds = corpus_kds();
-    let dir = cache_dir("corrupt");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = cache_dir(&scratch, "corrupt");
     let report = "snp/milan-v3-report.bin";
     let vp = vcek_path(report);
     let client = KdsClient::new(&kds.url()).unwrap().with_cache_dir(&dir);
@@ -378,10 +379,11 @@ fn chain_failure_falls_back_to_the_pinned_ask_and_v2_reports_resolve_their_produ
 #[test]
 fn cli_fetches_from_kds_url_or_the_policy_collateral() {
     let kds = corpus_kds();
-    let dir = cache_dir("cli");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = cache_dir(&scratch, "cli");
     let report = "snp/milan-v3-report.bin";
     let r = SnpReport::parse(&data(report)).unwrap();
-    let tmp = cache_dir("cli-files");
+    let tmp = cache_dir(&scratch, "cli-files");
     std::fs::create_dir_all(&tmp).unwrap();
     let policy_file = |name: &str, kds_url: Option<&str>| {
         let p = tmp.join(name);

@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn plain_and_encrypted_lines_flush() {
-        let dir = std::env::temp_dir().join(format!("a3s-audit-{}", rand::random::<u32>()));
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
         let p = dir.join("audit.jsonl");
         let log = AuditLog::open(&p, None).expect("open");
         let mut e = AuditEvent::new("inference");

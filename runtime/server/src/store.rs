@@ -384,14 +384,12 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "a3s-store-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        fs::create_dir_all(&d).expect("tmp");
-        d
+    /// An empty directory, removed when the returned guard drops.
+    fn tmpdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("a3s-store-{tag}-"))
+            .tempdir()
+            .expect("tmp")
     }
 
     fn fake_gguf(dir: &Path, body: &[u8]) -> PathBuf {
@@ -404,9 +402,10 @@ mod tests {
 
     #[test]
     fn register_list_get_delete() {
-        let d = tmpdir("rld");
+        let tmp = tmpdir("rld");
+        let d = tmp.path();
         let s = Store::open(d.join("models")).expect("open");
-        let f = fake_gguf(&d, b"hello");
+        let f = fake_gguf(d, b"hello");
         let m = s.register_copy("org/model:Q4", &f, None).expect("register");
         assert_eq!(m.sha256, hex::encode(sha256_file(&f).expect("hash")));
         assert!(m.path.starts_with(s.blobs_dir()));
@@ -424,9 +423,10 @@ mod tests {
 
     #[test]
     fn pin_mismatch_never_registers() {
-        let d = tmpdir("pin");
+        let tmp = tmpdir("pin");
+        let d = tmp.path();
         let s = Store::open(d.join("models")).expect("open");
-        let f = fake_gguf(&d, b"x");
+        let f = fake_gguf(d, b"x");
         let e = s
             .register_copy("m", &f, Some(&"0".repeat(64)))
             .expect_err("mismatch");
@@ -438,7 +438,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_names_and_non_gguf() {
-        let d = tmpdir("bad");
+        let tmp = tmpdir("bad");
+        let d = tmp.path();
         let s = Store::open(d.join("models")).expect("open");
         for n in ["", "../x", "/abs", "a b", "x\n"] {
             assert!(validate_name(n).is_err(), "{n:?}");
