@@ -709,6 +709,11 @@ pub(crate) trait Tile4: Tile<Acc = f32> {
     /// # Safety
     /// As [`Tile4::prep`]; `w` holds `STEP` blocks.
     unsafe fn decode4(w: &[Self::W]) -> Self::Dec4;
+    /// The per-row `Dec` of the step `w` that `d4` was decoded from (for a fifth row).
+    ///
+    /// # Safety
+    /// As [`Tile4::decode4`].
+    unsafe fn dec_of(w: &[Self::W], d4: &Self::Dec4) -> Self::Dec;
     /// Step `s` of the activation rows `ys` (each at least `(s + 1) · STEP` blocks).
     ///
     /// # Safety
@@ -872,6 +877,10 @@ macro_rules! legacy_tile4 {
             unsafe fn decode4(w: &[<Self as Tile>::W]) -> LegacyDec {
                 // SAFETY: the caller's contract.
                 unsafe { <Self as Tile>::decode(w) }
+            }
+            #[inline]
+            unsafe fn dec_of(_: &[<Self as Tile>::W], d4: &LegacyDec) -> LegacyDec {
+                *d4
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1300,8 +1309,8 @@ fn q4k_dot4(w: &Q4KDec4, p: &Q4KPrep, acc: __m128) -> __m128 {
 /// its four-row dot, and the preparation and rows of single-sequence decode.
 macro_rules! kquant_tile4 {
     (
-        $name:ident, $dec4:ty, $decode4:ident, $prep:ty, $prepare:ident, $dot4:ident,
-        $prepare1:ident, $rows1:ident
+        $name:ident, $dec4:ty, $decode4:ident, $dec_of:ident, $prep:ty, $prepare:ident,
+        $dot4:ident, $prepare1:ident, $rows1:ident
     ) => {
         impl Tile4 for $name {
             type Prep = $prep;
@@ -1310,6 +1319,11 @@ macro_rules! kquant_tile4 {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
             unsafe fn decode4(w: &[<Self as Tile>::W]) -> $dec4 {
                 $decode4(&w[0])
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn dec_of(w: &[<Self as Tile>::W], d4: &$dec4) -> <Self as Tile>::Dec {
+                $dec_of(&w[0], d4)
             }
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -1347,6 +1361,7 @@ kquant_tile4!(
     Q4KT,
     Q4KDec4,
     q4k_decode4,
+    q4k_dec_of,
     Q4KPrep,
     q4k_prep,
     q4k_dot4,
@@ -1357,6 +1372,7 @@ kquant_tile4!(
     Q5KT,
     K4Dec,
     q5k_decode,
+    same_dec,
     K4Prep,
     k4_prep,
     k4_dot4,
@@ -1367,12 +1383,25 @@ kquant_tile4!(
     Q6KT,
     Q6Dec,
     q6k_decode,
+    same_dec,
     Q6Prep,
     q6_prep,
     q6k_dot4,
     no_prepare1,
     rows1_per_row
 );
+
+/// [`Tile4::dec_of`] where the four-row tile reads the per-row `Dec`.
+fn same_dec<W, D: Copy>(_: &W, d4: &D) -> D {
+    *d4
+}
+
+/// [`Tile4::dec_of`] for Q4_K, whose four-row layout is not the per-row one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4k_dec_of(w: &BlockQ4K, _: &Q4KDec4) -> K4Dec {
+    q4k_decode(w)
+}
 
 /// [`Tile4::prepare1`] of a format whose single-sequence decode reads the activation row as is.
 fn no_prepare1(_: usize, _: &[BlockQ8K], buf: &mut Vec<Line>) {
@@ -1561,7 +1590,7 @@ fn multi_rows_g<K: Tile4, const G: usize, const S: usize>(
                     acc4[g] = K::dot4(&dec4, &prep[g * steps + s], acc4[g]);
                 }
                 if S > 0 {
-                    let dec = K::decode(&wr[r.clone()]);
+                    let dec = K::dec_of(&wr[r.clone()], &dec4);
                     for (k, a) in acc1.iter_mut().enumerate() {
                         *a = K::dot(&dec, &K::act(&ys[grouped + k][r.clone()]), *a);
                     }
