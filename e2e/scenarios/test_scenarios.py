@@ -4,7 +4,9 @@ Each scenario asserts on API objects, Events and real HTTP traffic."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import re
 import secrets
 import signal
@@ -399,3 +401,53 @@ def test_11_encrypted_model(ns, model_files):
         {"key": "key", "path": "model.key", "mode": 0o400}]
     for c in pod["spec"].get("initContainers") or []:
         assert all(m["name"] != "model-key" for m in c.get("volumeMounts") or []), c
+
+
+def test_12_restarted_runtime(ns, model_files):
+    """A runtime process dies and the kubelet restarts it: the pod leaves the Service at once
+    (its gate condition goes False) and rejoins only after the new process has been attested,
+    long before the policy's reattestInterval."""
+    kubectl.apply(policy_yaml("sim", interval="1h"), ns)
+    kubectl.apply(model_yaml("chat", "sim", model_files.v1, model_files.sha(model_files.v1)), ns)
+    wait_serving(ns, "chat", 2)
+    victim = live_pods(ns, "chat")[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+
+    def runtime(pod: dict) -> dict:
+        return next(c for c in pod["status"]["containerStatuses"] if c["name"] == "runtime")
+
+    def current() -> dict:
+        return kubectl.json("pod", name, "-n", ns)
+
+    def transition(pod: dict) -> float:
+        # RFC 3339, whole seconds.
+        t = condition(pod, ATTESTED)["lastTransitionTime"].replace("Z", "+00:00")
+        return datetime.datetime.fromisoformat(t).timestamp()
+
+    before = runtime(victim)
+    assert condition(victim, ATTESTED)["status"] == "True"
+    admitted_at = transition(victim)
+    # At least a second later, so that a fresh verdict's timestamp is told apart from this one.
+    time.sleep(max(0.0, admitted_at + 1.5 - time.time()))
+    # The process kubelet's container ID is its process group: the runtime and its wrappers.
+    pgid = int(before["containerID"].removeprefix("process://"))
+    os.killpg(pgid, signal.SIGKILL)
+
+    wait_for(lambda: ip not in ready_endpoints(ns, "chat"), 30, "the pod out of the Service",
+             0.2)
+    wait_for(lambda: condition(current(), ATTESTED).get("reason") == "ContainersNotReady", 30,
+             "the gate condition withdrawn", 0.2)
+    assert condition(current(), ATTESTED)["status"] == "False"
+    wait_for(lambda: ip in ready_endpoints(ns, "chat"), 180, "the pod back in the Service", 0.5)
+    pod = current()
+    after = runtime(pod)
+    assert after["restartCount"] > before.get("restartCount", 0), "the container was restarted"
+    assert after["containerID"] != before["containerID"]
+    cond = condition(pod, ATTESTED)
+    assert cond["status"] == "True" and cond["reason"] == "AttestationSucceeded", cond
+    # The condition went False and True again: the new process was attested, not the old
+    # verdict kept.
+    assert transition(pod) > admitted_at, (cond, admitted_at)
+    assert any(e["reason"] == "PodRemovedFromService" and name in e["message"]
+               and "ContainersNotReady" in e["message"] for e in events(ns))
+    assert chat(ip, "chat", stream=False) is not None

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use power_crds::attestation_policy::{Enforcement, ReferenceValueSet, SimulatedReferenceValues};
 use power_crds::inference_model::{
@@ -165,6 +165,8 @@ pub trait PodExt: Sized {
     fn ready(self) -> Self;
     fn condition(self, type_: &str, status: &str) -> Self;
     fn terminating(self) -> Self;
+    /// Adds a container status (name, restart count, container ID).
+    fn container(self, name: &str, restarts: i32, id: &str) -> Self;
 }
 
 impl PodExt for Pod {
@@ -185,6 +187,19 @@ impl PodExt for Pod {
     }
     fn terminating(mut self) -> Self {
         self.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        self
+    }
+    fn container(mut self, name: &str, restarts: i32, id: &str) -> Self {
+        if let Some(s) = self.status.as_mut() {
+            s.container_statuses
+                .get_or_insert_with(Vec::new)
+                .push(ContainerStatus {
+                    name: name.into(),
+                    restart_count: restarts,
+                    container_id: Some(id.into()),
+                    ..Default::default()
+                });
+        }
         self
     }
 }

@@ -6,8 +6,11 @@
 //! under its own field manager); the pod's readiness gate makes the EndpointSlice follow it.
 //!
 //! Results are remembered per pod UID so a pod is re-attested every `reattestInterval`, at once
-//! when the policy's generation changes, and never admitted without a verification of its own
-//! (the memory is empty after an operator restart, so every pod is attested again).
+//! when the policy's generation changes or its containers restart, and never admitted without
+//! a verification of its own (the memory is empty after an operator restart, so every pod is
+//! attested again). A pod whose containers stop being ready loses its condition at once and is
+//! forgotten, so it rejoins the Service only after a fresh verification: a verdict belongs to
+//! the container processes that produced the evidence, not to the pod object.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,6 +138,8 @@ pub struct PodRecord {
     pub policy_generation: Option<i64>,
     pub policy: String,
     pub decision: Decision,
+    /// The containers the verdict was for ([`instance_of`] when the attestation started).
+    pub instance: Option<String>,
 }
 
 /// Results per pod UID, shared by the reconcilers.
@@ -150,6 +155,12 @@ impl GateState {
     pub fn put(&self, uid: &str, r: PodRecord) {
         if let Ok(mut m) = self.inner.lock() {
             m.insert(uid.to_string(), r);
+        }
+    }
+    /// Forget one pod (it is due at once when next seen).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.remove(uid);
         }
     }
     /// Forget pods that no longer exist.
@@ -213,17 +224,38 @@ pub fn target_of(pod: &Pod, served_name: &str) -> Option<Target> {
     })
 }
 
-/// Whether a pod is due: never attested, policy changed, or the interval has passed.
+/// The identity of a pod's running containers: each one's name, restart count and container
+/// ID. It changes whenever a container is restarted or replaced.
+pub fn instance_of(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let ids: Vec<String> = statuses
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}:{}",
+                c.name,
+                c.restart_count,
+                c.container_id.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    Some(ids.join(","))
+}
+
+/// Whether a pod is due: never attested, policy changed, its containers changed since the
+/// verdict ([`instance_of`]), or the interval has passed.
 pub fn due(
     record: Option<&PodRecord>,
     policy_generation: Option<i64>,
     interval: Duration,
     now: Instant,
+    instance: Option<&str>,
 ) -> bool {
     match record {
         None => true,
         Some(r) => {
             r.policy_generation != policy_generation
+                || r.instance.as_deref() != instance
                 || now.saturating_duration_since(r.at) >= interval
                 // Unreachable pods are retried soon rather than after a full interval.
                 || (r.decision.reason == "AttestationUnreachable"
@@ -318,7 +350,20 @@ mod tests {
     }
 
     #[test]
-    fn due_after_interval_or_policy_change() {
+    fn instance_changes_with_a_restart() {
+        let p = pod("chat-1", "10.244.1.5").ready();
+        assert_eq!(instance_of(&p), None, "no container status yet");
+        let a = instance_of(&p.clone().container("runtime", 0, "process://7"));
+        assert_eq!(a.as_deref(), Some("runtime:0:process://7"));
+        assert_ne!(
+            a,
+            instance_of(&p.clone().container("runtime", 1, "process://7"))
+        );
+        assert_ne!(a, instance_of(&p.container("runtime", 0, "process://9")));
+    }
+
+    #[test]
+    fn due_after_interval_policy_change_or_restart() {
         let now = Instant::now();
         let rec = PodRecord {
             at: now,
@@ -333,14 +378,29 @@ mod tests {
                 tee: None,
                 model_mismatch: false,
             },
+            instance: Some("runtime:0:process://7".into()),
         };
         let i = Duration::from_secs(300);
-        assert!(due(None, Some(1), i, now));
-        assert!(!due(Some(&rec), Some(1), i, now + Duration::from_secs(10)));
+        let same = Some("runtime:0:process://7");
+        assert!(due(None, Some(1), i, now, same));
+        assert!(!due(
+            Some(&rec),
+            Some(1),
+            i,
+            now + Duration::from_secs(10),
+            same
+        ));
         assert!(
-            due(Some(&rec), Some(2), i, now),
+            due(Some(&rec), Some(2), i, now, same),
             "policy generation changed"
         );
-        assert!(due(Some(&rec), Some(1), i, now + i), "interval passed");
+        assert!(
+            due(Some(&rec), Some(1), i, now + i, same),
+            "interval passed"
+        );
+        assert!(
+            due(Some(&rec), Some(1), i, now, Some("runtime:1:process://8")),
+            "container restarted"
+        );
     }
 }

@@ -206,11 +206,49 @@ pub async fn reconcile(im: Arc<InferenceModel>, ctx: Arc<Context>) -> Result<Act
                 let Some(target) = gate::target_of(p, &im.spec.model.served_name) else {
                     if p.metadata.deletion_timestamp.is_none() {
                         requeue = requeue.min(SOON);
+                        // Its containers are not ready (restarting, or failing probes): the
+                        // verdict may belong to processes that are gone, so the pod leaves the
+                        // Service now and is attested again before it comes back.
+                        ctx.gate.forget(&uid);
+                        if gate::current_condition(p).is_some_and(|(s, _, _)| s == "True") {
+                            let d = Decision {
+                                admit: false,
+                                passed: false,
+                                reason: "ContainersNotReady".into(),
+                                message: "the runtime's containers are not ready; the pod is \
+                                          attested again before it rejoins the Service"
+                                    .into(),
+                                tee: None,
+                                model_mismatch: false,
+                            };
+                            if gate::write_condition(&pods_api, p, &d).await? {
+                                publish(
+                                    &ctx,
+                                    &im,
+                                    EventType::Warning,
+                                    "PodRemovedFromService",
+                                    format!(
+                                        "pod {} removed from Service {name}: {}",
+                                        pod_ref_name(p),
+                                        d.reason
+                                    ),
+                                    Some(p),
+                                )
+                                .await;
+                            }
+                        }
                     }
                     continue;
                 };
                 let rec = ctx.gate.get(&uid);
-                if gate::due(rec.as_ref(), *generation, interval, now) {
+                let instance = gate::instance_of(p);
+                if gate::due(
+                    rec.as_ref(),
+                    *generation,
+                    interval,
+                    now,
+                    instance.as_deref(),
+                ) {
                     jobs.push((p.clone(), uid, target, rec));
                 } else if let Some(r) = &rec {
                     let next = interval.saturating_sub(now.saturating_duration_since(r.at));
@@ -329,6 +367,7 @@ pub async fn reconcile(im: Arc<InferenceModel>, ctx: Arc<Context>) -> Result<Act
                         policy_generation: *generation,
                         policy: policy_key.clone(),
                         decision: d,
+                        instance: gate::instance_of(&p),
                     },
                 );
             }

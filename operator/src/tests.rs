@@ -659,6 +659,121 @@ async fn policy_change_reattests_and_evicts() {
 }
 
 #[tokio::test]
+async fn restarted_containers_are_attested_again_before_the_interval() {
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    let attestor = FakeAttestor(Box::new(move |_, p| {
+        *c2.lock().unwrap() += 1;
+        pass(p)
+    }));
+    let first = pod("chat-a", "10.244.1.2")
+        .ready()
+        .container("runtime", 0, "process://7");
+    let (client, _) = serve(world(vec![first.clone()], vec![slice(&["10.244.1.2"])]));
+    let ctx1 = ctx(client, attestor);
+    crate::inference_model::reconcile(Arc::new(model("chat")), ctx1.clone())
+        .await
+        .expect("first");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    let with_ctx = |client: Client| {
+        Arc::new(Context {
+            client: client.clone(),
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "t".into(),
+                    instance: None,
+                },
+            ),
+            ..(*ctx1).clone()
+        })
+    };
+    // The same containers: not due before the interval.
+    let (client, _) = serve(world(
+        vec![first.condition("power.a3s.dev/attested", "True")],
+        vec![],
+    ));
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+        .await
+        .expect("second");
+    assert_eq!(*calls.lock().unwrap(), 1, "not due yet");
+    // The runtime container was restarted (new process): attested again at once.
+    let restarted = pod("chat-a", "10.244.1.2")
+        .ready()
+        .container("runtime", 1, "process://9")
+        .condition("power.a3s.dev/attested", "True");
+    let (client, _) = serve(world(vec![restarted], vec![]));
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+        .await
+        .expect("third");
+    assert_eq!(*calls.lock().unwrap(), 2, "restart makes the pod due");
+}
+
+#[tokio::test]
+async fn not_ready_pod_leaves_the_service_and_is_attested_before_it_returns() {
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    let attestor = FakeAttestor(Box::new(move |_, p| {
+        *c2.lock().unwrap() += 1;
+        pass(p)
+    }));
+    let admitted = pod("chat-a", "10.244.1.2")
+        .ready()
+        .container("runtime", 0, "process://7");
+    let (client, _) = serve(world(vec![admitted.clone()], vec![slice(&["10.244.1.2"])]));
+    let ctx1 = ctx(client, attestor);
+    crate::inference_model::reconcile(Arc::new(model("chat")), ctx1.clone())
+        .await
+        .expect("first");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    let with_ctx = |client: Client| {
+        Arc::new(Context {
+            client: client.clone(),
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "t".into(),
+                    instance: None,
+                },
+            ),
+            ..(*ctx1).clone()
+        })
+    };
+    // Containers not ready (failing probes), the gate condition still True: it goes False
+    // now, without an attestation (there is nothing to attest).
+    let not_ready = pod("chat-a", "10.244.1.2")
+        .container("runtime", 0, "process://7")
+        .condition("power.a3s.dev/attested", "True");
+    let (client, seen) = serve(world(vec![not_ready], vec![]));
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+        .await
+        .expect("second");
+    let seen = requests(&seen);
+    assert_eq!(*calls.lock().unwrap(), 1);
+    let (status, reason, _) = pod_condition(&seen, "chat-a").expect("condition written");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ContainersNotReady")
+    );
+    assert!(
+        events(&seen).iter().any(|e| e.1 == "PodRemovedFromService"),
+        "{:?}",
+        events(&seen)
+    );
+    // Ready again, same containers, well within the interval: attested before it returns.
+    let ready_again = admitted.condition("power.a3s.dev/attested", "False");
+    let (client, seen) = serve(world(vec![ready_again], vec![]));
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+        .await
+        .expect("third");
+    assert_eq!(*calls.lock().unwrap(), 2, "attested again");
+    assert_eq!(
+        pod_condition(&requests(&seen), "chat-a").map(|c| c.0),
+        Some("True".into())
+    );
+}
+
+#[tokio::test]
 async fn missing_policy_takes_admitted_pods_out() {
     let mut w = world(
         vec![
