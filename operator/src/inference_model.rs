@@ -101,6 +101,46 @@ fn pod_ref_name(p: &Pod) -> String {
     p.name_any()
 }
 
+/// Takes an admitted pod out of the Service without an attestation (gate condition False with
+/// `reason`), with a `PodRemovedFromService` Warning when that flips it. Pods not admitted are
+/// left as they are.
+async fn withdraw(
+    ctx: &Context,
+    im: &InferenceModel,
+    pods_api: &Api<Pod>,
+    p: &Pod,
+    reason: &str,
+    message: String,
+) -> Result<()> {
+    if gate::current_condition(p).is_none_or(|(s, _, _)| s != "True") {
+        return Ok(());
+    }
+    let d = Decision {
+        admit: false,
+        passed: false,
+        reason: reason.into(),
+        message,
+        tee: None,
+        model_mismatch: false,
+    };
+    if gate::write_condition(pods_api, p, &d).await? {
+        publish(
+            ctx,
+            im,
+            EventType::Warning,
+            "PodRemovedFromService",
+            format!(
+                "pod {} removed from Service {}: {reason}",
+                pod_ref_name(p),
+                im.name_any()
+            ),
+            Some(p),
+        )
+        .await;
+    }
+    Ok(())
+}
+
 /// Exit code of a failed `fetch-model` init container, if any.
 fn fetch_failure(p: &Pod) -> Option<i32> {
     let s = p.status.as_ref()?.init_container_statuses.as_ref()?;
@@ -210,33 +250,17 @@ pub async fn reconcile(im: Arc<InferenceModel>, ctx: Arc<Context>) -> Result<Act
                         // verdict may belong to processes that are gone, so the pod leaves the
                         // Service now and is attested again before it comes back.
                         ctx.gate.forget(&uid);
-                        if gate::current_condition(p).is_some_and(|(s, _, _)| s == "True") {
-                            let d = Decision {
-                                admit: false,
-                                passed: false,
-                                reason: "ContainersNotReady".into(),
-                                message: "the runtime's containers are not ready; the pod is \
-                                          attested again before it rejoins the Service"
-                                    .into(),
-                                tee: None,
-                                model_mismatch: false,
-                            };
-                            if gate::write_condition(&pods_api, p, &d).await? {
-                                publish(
-                                    &ctx,
-                                    &im,
-                                    EventType::Warning,
-                                    "PodRemovedFromService",
-                                    format!(
-                                        "pod {} removed from Service {name}: {}",
-                                        pod_ref_name(p),
-                                        d.reason
-                                    ),
-                                    Some(p),
-                                )
-                                .await;
-                            }
-                        }
+                        let message = "the runtime's containers are not ready; the pod is \
+                                       attested again before it rejoins the Service";
+                        withdraw(
+                            &ctx,
+                            &im,
+                            &pods_api,
+                            p,
+                            "ContainersNotReady",
+                            message.into(),
+                        )
+                        .await?;
                     }
                     continue;
                 };
@@ -375,30 +399,7 @@ pub async fn reconcile(im: Arc<InferenceModel>, ctx: Arc<Context>) -> Result<Act
         Resolved::Failed { reason, message } => {
             // Without a usable policy nothing may serve: take admitted pods out.
             for p in &pods {
-                if gate::current_condition(p).is_some_and(|(s, _, _)| s == "True") {
-                    let d = Decision {
-                        admit: false,
-                        passed: false,
-                        reason: (*reason).into(),
-                        message: message.clone(),
-                        tee: None,
-                        model_mismatch: false,
-                    };
-                    if gate::write_condition(&pods_api, p, &d).await? {
-                        publish(
-                            &ctx,
-                            &im,
-                            EventType::Warning,
-                            "PodRemovedFromService",
-                            format!(
-                                "pod {} removed from Service {name}: {reason}",
-                                pod_ref_name(p)
-                            ),
-                            Some(p),
-                        )
-                        .await;
-                    }
-                }
+                withdraw(&ctx, &im, &pods_api, p, reason, message.clone()).await?;
             }
             requeue = requeue.min(Duration::from_secs(30));
         }

@@ -213,6 +213,33 @@ fn ctx(client: Client, attestor: FakeAttestor) -> Arc<Context> {
     ))
 }
 
+/// `ctx` (its gate memory, attestor and settings) in front of another API server: the same
+/// operator seeing the cluster again later.
+fn with_client(ctx: &Arc<Context>, client: Client) -> Arc<Context> {
+    Arc::new(Context {
+        client: client.clone(),
+        recorder: kube::runtime::events::Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "t".into(),
+                instance: None,
+            },
+        ),
+        ..(**ctx).clone()
+    })
+}
+
+/// An attestor that passes every pod, and its call count.
+fn counting_pass() -> (FakeAttestor, Arc<Mutex<usize>>) {
+    let calls = Arc::new(Mutex::new(0));
+    let c = calls.clone();
+    let attestor = FakeAttestor(Box::new(move |_, p| {
+        *c.lock().unwrap() += 1;
+        pass(p)
+    }));
+    (attestor, calls)
+}
+
 fn slice(ips: &[&str]) -> EndpointSlice {
     EndpointSlice {
         address_type: "IPv4".into(),
@@ -604,17 +631,7 @@ async fn policy_change_reattests_and_evicts() {
         vec![admitted.clone().condition("power.a3s.dev/attested", "True")],
         vec![],
     ));
-    let ctx2 = Arc::new(Context {
-        client: client.clone(),
-        recorder: kube::runtime::events::Recorder::new(
-            client,
-            kube::runtime::events::Reporter {
-                controller: "t".into(),
-                instance: None,
-            },
-        ),
-        ..(*ctx1).clone()
-    });
+    let ctx2 = with_client(&ctx1, client);
     crate::inference_model::reconcile(Arc::new(model("chat")), ctx2.clone())
         .await
         .expect("second");
@@ -631,17 +648,7 @@ async fn policy_change_reattests_and_evicts() {
     );
     w.policy = Some(policy("sim").generation(2));
     let (client, seen) = serve(w);
-    let ctx3 = Arc::new(Context {
-        client: client.clone(),
-        recorder: kube::runtime::events::Recorder::new(
-            client,
-            kube::runtime::events::Reporter {
-                controller: "t".into(),
-                instance: None,
-            },
-        ),
-        ..(*ctx1).clone()
-    });
+    let ctx3 = with_client(&ctx1, client);
     crate::inference_model::reconcile(Arc::new(model("chat")), ctx3)
         .await
         .expect("third");
@@ -660,12 +667,7 @@ async fn policy_change_reattests_and_evicts() {
 
 #[tokio::test]
 async fn restarted_containers_are_attested_again_before_the_interval() {
-    let calls = Arc::new(Mutex::new(0));
-    let c2 = calls.clone();
-    let attestor = FakeAttestor(Box::new(move |_, p| {
-        *c2.lock().unwrap() += 1;
-        pass(p)
-    }));
+    let (attestor, calls) = counting_pass();
     let first = pod("chat-a", "10.244.1.2")
         .ready()
         .container("runtime", 0, "process://7");
@@ -675,25 +677,12 @@ async fn restarted_containers_are_attested_again_before_the_interval() {
         .await
         .expect("first");
     assert_eq!(*calls.lock().unwrap(), 1);
-    let with_ctx = |client: Client| {
-        Arc::new(Context {
-            client: client.clone(),
-            recorder: kube::runtime::events::Recorder::new(
-                client,
-                kube::runtime::events::Reporter {
-                    controller: "t".into(),
-                    instance: None,
-                },
-            ),
-            ..(*ctx1).clone()
-        })
-    };
     // The same containers: not due before the interval.
     let (client, _) = serve(world(
         vec![first.condition("power.a3s.dev/attested", "True")],
         vec![],
     ));
-    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_client(&ctx1, client))
         .await
         .expect("second");
     assert_eq!(*calls.lock().unwrap(), 1, "not due yet");
@@ -703,7 +692,7 @@ async fn restarted_containers_are_attested_again_before_the_interval() {
         .container("runtime", 1, "process://9")
         .condition("power.a3s.dev/attested", "True");
     let (client, _) = serve(world(vec![restarted], vec![]));
-    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_client(&ctx1, client))
         .await
         .expect("third");
     assert_eq!(*calls.lock().unwrap(), 2, "restart makes the pod due");
@@ -711,12 +700,7 @@ async fn restarted_containers_are_attested_again_before_the_interval() {
 
 #[tokio::test]
 async fn not_ready_pod_leaves_the_service_and_is_attested_before_it_returns() {
-    let calls = Arc::new(Mutex::new(0));
-    let c2 = calls.clone();
-    let attestor = FakeAttestor(Box::new(move |_, p| {
-        *c2.lock().unwrap() += 1;
-        pass(p)
-    }));
+    let (attestor, calls) = counting_pass();
     let admitted = pod("chat-a", "10.244.1.2")
         .ready()
         .container("runtime", 0, "process://7");
@@ -726,26 +710,13 @@ async fn not_ready_pod_leaves_the_service_and_is_attested_before_it_returns() {
         .await
         .expect("first");
     assert_eq!(*calls.lock().unwrap(), 1);
-    let with_ctx = |client: Client| {
-        Arc::new(Context {
-            client: client.clone(),
-            recorder: kube::runtime::events::Recorder::new(
-                client,
-                kube::runtime::events::Reporter {
-                    controller: "t".into(),
-                    instance: None,
-                },
-            ),
-            ..(*ctx1).clone()
-        })
-    };
     // Containers not ready (failing probes), the gate condition still True: it goes False
     // now, without an attestation (there is nothing to attest).
     let not_ready = pod("chat-a", "10.244.1.2")
         .container("runtime", 0, "process://7")
         .condition("power.a3s.dev/attested", "True");
     let (client, seen) = serve(world(vec![not_ready], vec![]));
-    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_client(&ctx1, client))
         .await
         .expect("second");
     let seen = requests(&seen);
@@ -763,7 +734,7 @@ async fn not_ready_pod_leaves_the_service_and_is_attested_before_it_returns() {
     // Ready again, same containers, well within the interval: attested before it returns.
     let ready_again = admitted.condition("power.a3s.dev/attested", "False");
     let (client, seen) = serve(world(vec![ready_again], vec![]));
-    crate::inference_model::reconcile(Arc::new(model("chat")), with_ctx(client))
+    crate::inference_model::reconcile(Arc::new(model("chat")), with_client(&ctx1, client))
         .await
         .expect("third");
     assert_eq!(*calls.lock().unwrap(), 2, "attested again");
